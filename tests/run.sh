@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test suite and adds up their counts. Each suite (a C test binary under
+# $BUILD/tests/ or a script under tests/cli/) prints a line "suite: N passed, N failed, N skipped";
+# a suite that crashes or prints no such line counts as one failure. Ends with the total line.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export BUILD
+
+total_pass=0 total_fail=0 total_skip=0
+failed_suites=()
+
+run_suite() {
+    local name=$1; shift
+    local out rc line
+    out=$(mktemp)
+    "$@" >"$out" 2>&1
+    rc=$?
+    line=$(grep -E '^[A-Za-z0-9_./-]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$out" | tail -n 1)
+    if [ -z "$line" ]; then
+        cat "$out"
+        echo "$name: crashed or printed no summary (exit $rc)"
+        total_fail=$((total_fail + 1))
+        failed_suites+=("$name")
+    else
+        # show failures and skips with their context; passing suites stay one line
+        if [ "$rc" -ne 0 ] || ! grep -q ' 0 failed' <<<"$line"; then cat "$out"; else grep -E '^(SKIP|  skipped|  [a-z0-9 ()-]+:)' "$out" || true; echo "$line"; fi
+        read -r p f s < <(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped/\1 \2 \3/' <<<"$line")
+        total_pass=$((total_pass + p)) total_fail=$((total_fail + f)) total_skip=$((total_skip + s))
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+            echo "$name: exit status $rc with no failed test"
+            total_fail=$((total_fail + 1))
+        fi
+        [ "$f" -gt 0 ] || [ "$rc" -ne 0 ] && failed_suites+=("$name")
+    fi
+    rm -f "$out"
+}
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_suite "$(basename "$t")" "$t"
+done
+for t in tests/cli/*.sh; do
+    [ -f "$t" ] || continue
+    run_suite "$(basename "$t")" bash "$t"
+done
+
+echo
+((${#failed_suites[@]})) && echo "failing suites: ${failed_suites[*]}"
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
+[ "$total_fail" -eq 0 ]
