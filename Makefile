@@ -4,7 +4,10 @@
 #   make run          the main demo job
 #   make bench-engine engine vs PyTorch (CPU) and OpenBLAS sgemm, small preset, batch 32
 #   make ref          regenerate the PyTorch reference fixtures (needs python3-torch)
-#   make SANITIZE=address,undefined test   sanitizer build (separate build folder)
+#   make fuzz         fuzz the safetensors reader for FUZZ_SECONDS (libFuzzer, clang)
+#   make SANITIZE=address,undefined all     sanitizer build (in build-san/)
+# `make test` runs the unit suites twice, plain and under ASan + UBSan, the command-line tests,
+# and a replay of the fuzz corpus.
 
 CC       ?= gcc
 ARCH     ?= -march=native
@@ -42,7 +45,7 @@ TEST_BINS  := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 WORKER_BIN := bin/chunkgrpo-worker
 
-.PHONY: all test run bench-engine ref clean
+.PHONY: all test sanitized-tests run bench-engine ref fuzz clean
 all: $(WORKER_BIN) $(TEST_BINS) $(BUILD)/bench/bench_engine
 
 # The engine's elementwise loops (exp, GELU, softmax) vectorize only when the compiler may ignore
@@ -73,8 +76,28 @@ $(BUILD)/bench/bench_engine: $(BUILD)/tests/bench/bench_engine.o $(BUILD)/libwor
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)
 
-test: $(WORKER_BIN) $(TEST_BINS)
-	@BUILD=$(BUILD) tests/run.sh
+SAN_FLAGS := address,undefined
+FUZZ_BIN  := build/fuzz/fuzz_safetensors
+FUZZ_SECONDS ?= 60
+
+test: $(WORKER_BIN) $(TEST_BINS) $(FUZZ_BIN)
+	@$(MAKE) --no-print-directory SANITIZE=$(SAN_FLAGS) sanitized-tests
+	@BUILD=$(BUILD) SAN_BUILD=build-san FUZZ_BIN=$(FUZZ_BIN) tests/run.sh
+
+# Only the unit-test binaries, built in build-san/ when SANITIZE is set.
+sanitized-tests: $(TEST_BINS)
+
+# libFuzzer needs clang; without it the target is skipped (and the replay suite says so).
+$(FUZZ_BIN): tests/fuzz/fuzz_safetensors.c common/safetensors.c common/safetensors.h
+	@mkdir -p $(dir $@)
+	@if command -v clang >/dev/null; then \
+	  echo "clang -fsanitize=fuzzer,address,undefined -o $@"; \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(filter %.c,$^) -ljansson -o $@; \
+	else echo "clang not found: $@ not built"; fi
+
+fuzz: $(FUZZ_BIN)
+	@mkdir -p build/fuzz/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus tests/fuzz/corpus/safetensors
 
 run:
 	@echo "make run: the control server does not exist yet (issue 6); nothing to run."
@@ -88,5 +111,7 @@ ref:
 
 clean:
 	rm -rf build build-san bin
+
+.SECONDARY: # keep intermediate objects (test mains), so nothing rebuilds or is deleted needlessly
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -12,6 +12,8 @@ packages=(
   libpng-dev           # sample images
   libmicrohttpd-dev libuv1-dev libsqlite3-dev libcurl4-openssl-dev   # server and uplink
   curl jq
+  python3                             # stdlib only: the command-line tests compare safetensors files
+  clang libclang-rt-14-dev            # libFuzzer: `make test` replays the fuzz corpus
 )
 if [ "${CHUNKGRPO_WITH_TORCH:-0}" = 1 ]; then
   packages+=(python3-torch python3-numpy)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite and adds up their counts. Each suite (a C test binary under
-# $BUILD/tests/ or a script under tests/cli/) prints a line "suite: N passed, N failed, N skipped";
+# $BUILD/tests/, the same binaries built with ASan + UBSan under $SAN_BUILD/tests/, a script under
+# tests/cli/, and the fuzz-corpus replay) prints a line "suite: N passed, N failed, N skipped";
 # a suite that crashes or prints no such line counts as one failure. Ends with the total line.
 set -u
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ run_suite() {
     local name=$1; shift
     local out rc line
     out=$(mktemp)
+    echo "== $name"
     "$@" >"$out" 2>&1
     rc=$?
     line=$(grep -E '^[A-Za-z0-9_./-]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$out" | tail -n 1)
@@ -40,6 +42,22 @@ for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
     run_suite "$(basename "$t")" "$t"
 done
+if [ -n "${SAN_BUILD:-}" ]; then
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    for t in "$SAN_BUILD"/tests/test_*; do
+        [ -x "$t" ] || continue
+        run_suite "asan+ubsan $(basename "$t")" "$t"
+    done
+    unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+fuzz_replay() {
+    local bin=$1 corpus=tests/fuzz/corpus/safetensors n
+    n=$(ls "$corpus" | wc -l)
+    if [ ! -x "$bin" ]; then echo "SKIP fuzz corpus replay (no clang)"; echo "fuzz-replay: 0 passed, 0 failed, 1 skipped"; return 0; fi
+    if "$bin" -runs=0 "$corpus"; then echo "fuzz-replay: 1 passed, 0 failed, 0 skipped ($n inputs)" | sed 's/ (.*//'
+    else echo "fuzz-replay: 0 passed, 1 failed, 0 skipped"; return 1; fi
+}
+[ -n "${FUZZ_BIN:-}" ] && run_suite fuzz-replay fuzz_replay "$FUZZ_BIN"
 for t in tests/cli/*.sh; do
     [ -f "$t" ] || continue
     run_suite "$(basename "$t")" bash "$t"

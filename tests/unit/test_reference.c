@@ -5,7 +5,9 @@
  * every tensor to a relative error of 1e-4, measured as max|engine - ref| / max|ref|.
  */
 #include <stdlib.h>
+#include <unistd.h>
 
+#include "adamw.h"
 #include "checkpoint.h"
 #include "model.h"
 #include "ops.h"
@@ -114,10 +116,70 @@ static void test_tokenizer_fixture_vocab(void)
     model_free(&m);
 }
 
+/* A checkpoint written by the engine, after a training step moved every weight, loads into the
+ * PyTorch module (tests/reference/dit.py) and gives the engine's output. Needs /usr/bin/python3
+ * with torch; skipped (and said so) where it is absent, as in CI. */
+static void test_engine_checkpoint_in_pytorch(void)
+{
+    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+        TEST_SKIP("no PyTorch at /usr/bin/python3 (apt-get install python3-torch)");
+    char err[512], dir[] = "/tmp/chunkgrpo-ref-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char ckpt[96], vout[96], cmd[512];
+    snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", dir);
+    snprintf(vout, sizeof vout, "%s/v.safetensors", dir);
+    Model m;
+    Vocab vocab;
+    StFile *in = NULL;
+    if (checkpoint_load(FIXTURES "tiny_model.safetensors", &m, &vocab, NULL, err, sizeof err) ||
+        st_open(FIXTURES "tiny_inputs.safetensors", &in, err, sizeof err)) {
+        CHECK_MSG(0, "%s", err);
+        return;
+    }
+    const float *x = st_get_f32(in, "x", -1, NULL, NULL, 0), *t = st_get_f32(in, "t", -1, NULL, NULL, 0);
+    const int32_t *tok = st_get_i32(in, "tokens", -1, NULL, NULL, 0);
+    int B = (int)st_find(in, "x")->shape[0];
+    int64_t vshape[4] = {B, m.cfg.image_size, m.cfg.image_size, m.cfg.channels};
+    size_t n = (size_t)B * cfg_image_numel(&m.cfg);
+    float *v = malloc(n * sizeof *v);
+    Activations *a = acts_new(&m.cfg, B);
+
+    AdamW opt;
+    AdamWConfig oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                      .weight_decay = 0.01f, .grad_clip = 1.0f};
+    CHECK(adamw_init(&opt, &oc, m.num_params) == 0);
+    model_forward(&m, a, x, t, tok, v);
+    model_zero_grad(&m);
+    model_backward(&m, a, st_get_f32(in, "dv", -1, NULL, NULL, 0));
+    adamw_step(&opt, m.params, m.grads);
+    model_forward(&m, a, x, t, tok, v);
+
+    CheckpointInfo info = {.experiment = "test", .step = 1};
+    CHECK_MSG(checkpoint_save(ckpt, &m, &vocab, &info, err, sizeof err) == 0, "%s", err);
+    StWriter *w = st_writer_new();
+    st_writer_add(w, "v", ST_F32, 4, vshape, v);
+    CHECK_MSG(st_writer_save(w, vout, err, sizeof err) == 0, "%s", err);
+    st_writer_free(w);
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -B tests/reference/check_checkpoint.py %s %s %s --tol 1e-4 >&2", ckpt,
+             FIXTURES "tiny_inputs.safetensors", vout);
+    CHECK_MSG(system(cmd) == 0, "%s", cmd);
+
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    adamw_free(&opt);
+    acts_free(a);
+    free(v);
+    st_close(in);
+    vocab_free(&vocab);
+    model_free(&m);
+}
+
 int main(void)
 {
     TEST_RUN(test_pytorch_parity_one_thread);
     TEST_RUN(test_pytorch_parity_two_threads);
     TEST_RUN(test_tokenizer_fixture_vocab);
+    TEST_RUN(test_engine_checkpoint_in_pytorch);
     return test_summary("reference");
 }
