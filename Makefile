@@ -88,7 +88,7 @@ test: $(WORKER_BIN) $(TEST_BINS) $(FUZZ_BIN)
 sanitized-tests: $(TEST_BINS)
 
 # libFuzzer needs clang; without it the target is skipped (and the replay suite says so).
-$(FUZZ_BIN): tests/fuzz/fuzz_safetensors.c common/safetensors.c common/safetensors.h
+$(FUZZ_BIN): tests/fuzz/fuzz_safetensors.c common/safetensors.c common/jsonutil.c common/safetensors.h
 	@mkdir -p $(dir $@)
 	@if command -v clang >/dev/null; then \
 	  echo "clang -fsanitize=fuzzer,address,undefined -o $@"; \

@@ -16,6 +16,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+
+#include "jsonutil.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,21 +122,6 @@ void st_format_shape(char *buf, size_t buflen, int ndim, const int64_t *shape)
     }
 }
 
-static const char *st_json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "real";
-    case JSON_TRUE:
-    case JSON_FALSE: return "boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
-
 static uint64_t st_read_u64le(const unsigned char *p)
 {
     uint64_t v = 0;
@@ -218,7 +205,7 @@ static int st_parse_entry(StEntry *e, const char *name, const json_t *obj, size_
 {
     if (!json_is_object(obj)) {
         st_errf(err, errlen, label, "tensor '%s': entry is a JSON %s, expected an object", name,
-                st_json_type_name(obj));
+                json_type_name(obj));
         return -1;
     }
     const char *key;
@@ -243,7 +230,7 @@ static int st_parse_entry(StEntry *e, const char *name, const json_t *obj, size_
     const json_t *jd = json_object_get(obj, "dtype");
     if (!json_is_string(jd)) {
         st_errf(err, errlen, label, "tensor '%s': 'dtype' is a JSON %s, expected a string", name,
-                st_json_type_name(jd));
+                json_type_name(jd));
         return -1;
     }
     if (st_dtype_parse(json_string_value(jd), &e->t.dtype) != 0) {
@@ -255,7 +242,7 @@ static int st_parse_entry(StEntry *e, const char *name, const json_t *obj, size_
     const json_t *js = json_object_get(obj, "shape");
     if (!json_is_array(js)) {
         st_errf(err, errlen, label, "tensor '%s': 'shape' is a JSON %s, expected an array", name,
-                st_json_type_name(js));
+                json_type_name(js));
         return -1;
     }
     size_t rank = json_array_size(js);
@@ -273,7 +260,7 @@ static int st_parse_entry(StEntry *e, const char *name, const json_t *obj, size_
         int rc = st_json_nonneg(jv, &dim);
         if (rc == -1) {
             st_errf(err, errlen, label, "tensor '%s': shape[%zu] is a JSON %s, expected a "
-                    "non-negative integer", name, i, st_json_type_name(jv));
+                    "non-negative integer", name, i, json_type_name(jv));
             return -1;
         }
         if (rc == -2) {
@@ -318,7 +305,7 @@ static int st_parse_entry(StEntry *e, const char *name, const json_t *obj, size_
         int rc = st_json_nonneg(jv, &off[i]);
         if (rc == -1) {
             st_errf(err, errlen, label, "tensor '%s': data_offsets[%zu] is a JSON %s, expected "
-                    "a non-negative integer", name, i, st_json_type_name(jv));
+                    "a non-negative integer", name, i, json_type_name(jv));
             return -1;
         }
         if (rc == -2) {
@@ -376,7 +363,7 @@ static int st_parse_metadata(StFile *f, const json_t *meta, char *err, size_t er
 {
     if (!json_is_object(meta)) {
         st_errf(err, errlen, f->label, "__metadata__ is a JSON %s, expected an object of strings",
-                st_json_type_name(meta));
+                json_type_name(meta));
         return -1;
     }
     size_t n = json_object_size(meta);
@@ -389,7 +376,7 @@ static int st_parse_metadata(StFile *f, const json_t *meta, char *err, size_t er
     json_object_foreach((json_t *)meta, key, val) {
         if (!json_is_string(val)) {
             st_errf(err, errlen, f->label, "__metadata__ value for key '%s' is a JSON %s, "
-                    "expected a string", key, st_json_type_name(val));
+                    "expected a string", key, json_type_name(val));
             return -1;
         }
         int i = f->meta_count;
@@ -422,7 +409,7 @@ static int st_parse(StFile *f, const char *hdr, size_t hlen, size_t data_len, ch
     int rc = -1;
     if (!json_is_object(root)) {
         st_errf(err, errlen, f->label, "header is a JSON %s, expected an object",
-                st_json_type_name(root));
+                json_type_name(root));
         goto out;
     }
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonutil.h"
 #include "safetensors.h"
 
 static void ck_err(char *err, size_t errlen, const char *fmt, ...)
@@ -37,21 +38,6 @@ static void ck_prefix(char *err, size_t errlen, const char *path)
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s", err);
     snprintf(err, errlen, "%s: %s", path, tmp);
-}
-
-static const char *ck_json_type(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "real";
-    case JSON_TRUE:
-    case JSON_FALSE: return "boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -106,7 +92,7 @@ static int config_from_json(const char *text, ModelConfig *cfg, char *err, size_
     int rc = -1;
     if (!json_is_object(root)) {
         ck_err(err, errlen, "metadata 'config' is a JSON %s, expected an object",
-               ck_json_type(root));
+               json_type_name(root));
         goto out;
     }
     const char *key;
@@ -130,7 +116,7 @@ static int config_from_json(const char *text, ModelConfig *cfg, char *err, size_
         }
         if (!json_is_integer(v)) {
             ck_err(err, errlen, "config.%s is a JSON %s, expected an integer", k,
-                   ck_json_type(v));
+                   json_type_name(v));
             goto out;
         }
         json_int_t x = json_integer_value(v);

@@ -21,18 +21,19 @@ static const char *progname = "chunkgrpo-worker";
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: %s COMMAND [OPTIONS]\n"
-            "\n"
-            "commands:\n"
-            "  velocity --model M.safetensors --inputs IN.safetensors --out OUT.safetensors [--grad]\n"
-            "           [--threads N]\n"
-            "      Runs the model on x F32 [B,S,S,C], t F32 [B], tokens I32 [B,T] from IN and writes\n"
-            "      v F32 [B,S,S,C]. With --grad, IN also holds dv F32 [B,S,S,C] and OUT gets, for\n"
-            "      every parameter P, grad.P = d sum(v * dv) / dP. For checking the engine against\n"
-            "      your own PyTorch code (tests/reference/dit.py is ours).\n"
-            "  help  this text\n",
-            progname);
+    fprintf(
+        out,
+        "usage: %s COMMAND [OPTIONS]\n"
+        "\n"
+        "commands:\n"
+        "  velocity --model M.safetensors --inputs IN.safetensors --out OUT.safetensors [--grad]\n"
+        "           [--threads N]\n"
+        "      Runs the model on x F32 [B,S,S,C], t F32 [B], tokens I32 [B,T] from IN and writes\n"
+        "      v F32 [B,S,S,C]. With --grad, IN also holds dv F32 [B,S,S,C] and OUT gets, for\n"
+        "      every parameter P, grad.P = d sum(v * dv) / dP. For checking the engine against\n"
+        "      your own PyTorch code (tests/reference/dit.py is ours).\n"
+        "  help  this text\n",
+        progname);
 }
 
 /* Parses a positive int flag value; names the flag on error. */
@@ -75,9 +76,12 @@ static int batch_of(const StFile *f, const char *name, StDtype dt, int ndim, con
 static int cmd_velocity(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"inputs", required_argument, 0, 'i'},
-        {"out", required_argument, 0, 'o'},   {"grad", no_argument, 0, 'g'},
-        {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+        {"model", required_argument, 0, 'm'},
+        {"inputs", required_argument, 0, 'i'},
+        {"out", required_argument, 0, 'o'},
+        {"grad", no_argument, 0, 'g'},
+        {"threads", required_argument, 0, 't'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *model_path = NULL, *inputs_path = NULL, *out_path = NULL;
@@ -120,12 +124,10 @@ static int cmd_velocity(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", progname, err);
         goto done;
     }
-    char img_shape[64], tok_shape[64];
+    char img_shape[64];
     snprintf(img_shape, sizeof img_shape, "[B, %d, %d, %d]", cfg->image_size, cfg->image_size,
              cfg->channels);
-    snprintf(tok_shape, sizeof tok_shape, "[B, %d]", cfg->text_len);
     const int64_t img_tail[3] = {cfg->image_size, cfg->image_size, cfg->channels};
-    const int64_t tok_tail[1] = {cfg->text_len};
     int B = batch_of(in, "x", ST_F32, 4, img_tail, img_shape);
     if (B < 0) goto done;
     const int64_t t_shape[1] = {B}, tok_full[2] = {B, cfg->text_len};
@@ -135,18 +137,17 @@ static int cmd_velocity(int argc, char **argv)
     const int32_t *tokens = t ? st_get_i32(in, "tokens", 2, tok_full, err, sizeof err) : NULL;
     const float *dv = NULL;
     if (tokens && want_grad) dv = st_get_f32(in, "dv", 4, img_full, err, sizeof err);
-    if (!x || !t || !tokens || (want_grad && !dv)) {
-        /* batch_of gives the clearer message when the batch sizes disagree */
-        if (x && !t && st_find(in, "t")) batch_of(in, "t", ST_F32, 1, NULL, "[B]");
-        else fprintf(stderr, "%s: %s\n", progname, err);
+    if (!x || !t || !tokens || (want_grad && !dv)) { /* err names the tensor and both shapes */
+        fprintf(stderr, "%s: %s\n", progname, err);
         goto done;
     }
-    (void)tok_tail;
     for (int i = 0; i < B * cfg->text_len; i++) {
         if (tokens[i] < 0 || tokens[i] >= cfg->vocab_size) {
-            fprintf(stderr, "%s: %s: tensor 'tokens' holds id %d at [%d, %d], outside the "
-                    "vocabulary [0, %d)\n", progname, st_label(in), tokens[i], i / cfg->text_len,
-                    i % cfg->text_len, cfg->vocab_size);
+            fprintf(stderr,
+                    "%s: %s: tensor 'tokens' holds id %d at [%d, %d], outside the "
+                    "vocabulary [0, %d)\n",
+                    progname, st_label(in), tokens[i], i / cfg->text_len, i % cfg->text_len,
+                    cfg->vocab_size);
             goto done;
         }
     }

@@ -9,7 +9,8 @@
  *
  * Build and run (seed corpus in tests/fuzz/corpus/safetensors/):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon \
- *       tests/fuzz/fuzz_safetensors.c common/safetensors.c -ljansson -o fuzz_safetensors
+ *       tests/fuzz/fuzz_safetensors.c common/safetensors.c common/jsonutil.c -ljansson \
+ *       -o fuzz_safetensors
  *   ./fuzz_safetensors -max_total_time=30 tests/fuzz/corpus/safetensors/   # fuzz (new inputs go
  *                                                                          # into the corpus dir)
  *   ./fuzz_safetensors -runs=0 tests/fuzz/corpus/safetensors/              # replay only

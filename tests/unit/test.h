@@ -11,9 +11,12 @@
 #ifndef CHUNKGRPO_TEST_H
 #define CHUNKGRPO_TEST_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int test_passed, test_failed, test_skipped;
 static int test_case_failed, test_case_skipped;
@@ -81,6 +84,44 @@ static inline int test_summary(const char *suite)
     printf("%s: %d passed, %d failed, %d skipped\n", suite, test_passed, test_failed, test_skipped);
     fflush(stdout);
     return test_failed ? 1 : 0;
+}
+
+/* A private temporary folder for a suite's files: create it once in main, remove it (and its
+ * files and empty subfolders) at the end. test_tmp_path returns one of four rotating buffers. */
+static char test_tmpdir[64];
+
+static inline void test_tmpdir_create(void)
+{
+    strcpy(test_tmpdir, "/tmp/chunkgrpo-test-XXXXXX");
+    if (!mkdtemp(test_tmpdir)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+}
+
+static inline void test_tmpdir_remove(void)
+{
+    DIR *d = opendir(test_tmpdir);
+    if (d) {
+        struct dirent *de;
+        char p[512];
+        while ((de = readdir(d))) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+            snprintf(p, sizeof p, "%s/%s", test_tmpdir, de->d_name);
+            if (rmdir(p) != 0) unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(test_tmpdir);
+}
+
+static inline const char *test_tmp_path(const char *name)
+{
+    static char buf[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", test_tmpdir, name);
+    return buf[k];
 }
 
 #endif

@@ -10,49 +10,11 @@
 #include "safetensors.h"
 #include "test.h"
 
-#include <dirent.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static char tmpdir[64];
-
-static void tmp_setup(void)
-{
-    strcpy(tmpdir, "/tmp/test_checkpoint_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        exit(2);
-    }
-}
-
-static void tmp_cleanup(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (d) {
-        struct dirent *de;
-        char p[512];
-        while ((de = readdir(d))) {
-            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", tmpdir, de->d_name);
-                unlink(p);
-            }
-        }
-        closedir(d);
-    }
-    rmdir(tmpdir);
-}
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
 
 static int contains(const char *s, const char *needle) { return strstr(s, needle) != NULL; }
 
@@ -203,7 +165,7 @@ static void test_round_trip(void)
     Vocab v, v2;
     make_model(&m, &v, 1234);
     char err[512] = "";
-    const char *path = tmp_path("ckpt.safetensors");
+    const char *path = test_tmp_path("ckpt.safetensors");
     CheckpointInfo info = {.step = 4321};
     snprintf(info.experiment, sizeof info.experiment, "exp-0007 \"quoted\"");
     CHECK_MSG(checkpoint_save(path, &m, &v, &info, err, sizeof err) == 0, "%s", err);
@@ -272,16 +234,16 @@ static void test_save_errors(void)
     make_model(&m, &v, 1);
     char err[512] = "";
     m.cfg.vocab_size = 8;
-    CHECK(checkpoint_save(tmp_path("x"), &m, &v, NULL, err, sizeof err) == -1);
+    CHECK(checkpoint_save(test_tmp_path("x"), &m, &v, NULL, err, sizeof err) == -1);
     CHECK_MSG(contains(err, "vocabulary has 7 words") && contains(err, "vocab_size = 8"), "%s",
               err);
     m.cfg.vocab_size = 7;
-    CHECK(checkpoint_save(tmp_path("no/dir/x"), &m, &v, NULL, err, sizeof err) == -1);
+    CHECK(checkpoint_save(test_tmp_path("no/dir/x"), &m, &v, NULL, err, sizeof err) == -1);
     CHECK_MSG(contains(err, "no/dir/x"), "%s", err);
     CheckpointInfo info = {.step = -3};
-    CHECK(checkpoint_save(tmp_path("x"), &m, &v, &info, err, sizeof err) == -1);
+    CHECK(checkpoint_save(test_tmp_path("x"), &m, &v, &info, err, sizeof err) == -1);
     CHECK_MSG(contains(err, "negative step"), "%s", err);
-    CHECK(access(tmp_path("x"), F_OK) != 0);
+    CHECK(access(test_tmp_path("x"), F_OK) != 0);
     model_free(&m);
     vocab_free(&v);
 }
@@ -295,7 +257,7 @@ static Vocab gv;
 
 static void variant(const char *name, const Variant *o)
 {
-    write_variant(tmp_path(name), &gm, &gv, o);
+    write_variant(test_tmp_path(name), &gm, &gv, o);
 }
 
 static void test_variant_control(void)
@@ -306,7 +268,7 @@ static void test_variant_control(void)
     Model m;
     Vocab v;
     char err[512] = "";
-    CHECK_MSG(checkpoint_load(tmp_path("control"), &m, &v, NULL, err, sizeof err) == 0, "%s",
+    CHECK_MSG(checkpoint_load(test_tmp_path("control"), &m, &v, NULL, err, sizeof err) == 0, "%s",
               err);
     if (m.params) {
         CHECK(memcmp(m.params, gm.params, gm.num_params * sizeof(float)) == 0);
@@ -318,24 +280,24 @@ static void test_variant_control(void)
 static void test_bad_tensors(void)
 {
     variant("missing", &(Variant){.skip = "blocks.1.k_norm.weight"});
-    EXPECT_LOAD_FAILS(tmp_path("missing"), "tensor 'blocks.1.k_norm.weight' not found");
+    EXPECT_LOAD_FAILS(test_tmp_path("missing"), "tensor 'blocks.1.k_norm.weight' not found");
 
     variant("misshaped", &(Variant){.reshape = "blocks.0.fc1.weight"});
-    EXPECT_LOAD_FAILS(tmp_path("misshaped"), "tensor 'blocks.0.fc1.weight' has shape [32, 128], "
+    EXPECT_LOAD_FAILS(test_tmp_path("misshaped"), "tensor 'blocks.0.fc1.weight' has shape [32, 128], "
                       "expected [128, 32]");
     variant("rank", &(Variant){.reshape = "final.linear.bias"});
-    EXPECT_LOAD_FAILS(tmp_path("rank"), "tensor 'final.linear.bias' has shape [48, 1], "
+    EXPECT_LOAD_FAILS(test_tmp_path("rank"), "tensor 'final.linear.bias' has shape [48, 1], "
                       "expected [48]");
 
     variant("f64", &(Variant){.retype = "img.pos_emb", .retype_dt = ST_F64});
-    EXPECT_LOAD_FAILS(tmp_path("f64"), "tensor 'img.pos_emb' has dtype F64, expected F32");
+    EXPECT_LOAD_FAILS(test_tmp_path("f64"), "tensor 'img.pos_emb' has dtype F64, expected F32");
     variant("i32", &(Variant){.retype = "txt.tok_emb", .retype_dt = ST_I32});
-    EXPECT_LOAD_FAILS(tmp_path("i32"), "tensor 'txt.tok_emb' has dtype I32, expected F32");
+    EXPECT_LOAD_FAILS(test_tmp_path("i32"), "tensor 'txt.tok_emb' has dtype I32, expected F32");
 
     variant("extra", &(Variant){.extra = "blocks.2.qkv.weight"});
-    EXPECT_LOAD_FAILS(tmp_path("extra"), "unexpected tensor 'blocks.2.qkv.weight'");
+    EXPECT_LOAD_FAILS(test_tmp_path("extra"), "unexpected tensor 'blocks.2.qkv.weight'");
     variant("extra2", &(Variant){.extra = "ema.txt.tok_emb"});
-    EXPECT_LOAD_FAILS(tmp_path("extra2"), "unexpected tensor 'ema.txt.tok_emb'");
+    EXPECT_LOAD_FAILS(test_tmp_path("extra2"), "unexpected tensor 'ema.txt.tok_emb'");
 }
 
 static void test_bad_config(void)
@@ -345,12 +307,12 @@ static void test_bad_config(void)
     snprintf(cfg, sizeof cfg, "{\"image_size\":16,\"channels\":3,\"patch\":4,\"dim\":64,"
              "\"depth\":2,\"heads\":2,\"mlp_ratio\":4,\"text_len\":8,\"vocab_size\":7}");
     variant("dim", &(Variant){.config = cfg});
-    EXPECT_LOAD_FAILS(tmp_path("dim"), "tensor 'txt.tok_emb' has shape [7, 32], expected [7, 64]");
+    EXPECT_LOAD_FAILS(test_tmp_path("dim"), "tensor 'txt.tok_emb' has shape [7, 32], expected [7, 64]");
     /* depth 1 in the config: block 1's tensors are unexpected */
     variant("depth", &(Variant){.config = "{\"image_size\":16,\"channels\":3,\"patch\":4,"
                                           "\"dim\":32,\"depth\":1,\"heads\":2,\"mlp_ratio\":4,"
                                           "\"text_len\":8,\"vocab_size\":7}"});
-    EXPECT_LOAD_FAILS(tmp_path("depth"), "unexpected tensor 'blocks.1.ada.weight'");
+    EXPECT_LOAD_FAILS(test_tmp_path("depth"), "unexpected tensor 'blocks.1.ada.weight'");
 
     static const struct {
         const char *config;
@@ -380,38 +342,38 @@ static void test_bad_config(void)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         variant("cfg", &(Variant){.config = cases[i].config});
-        expect_load_fails((int)(1000 + i), tmp_path("cfg"), cases[i].phrase, (const char *)NULL);
+        expect_load_fails((int)(1000 + i), test_tmp_path("cfg"), cases[i].phrase, (const char *)NULL);
     }
 }
 
 static void test_bad_metadata(void)
 {
     variant("fmt", &(Variant){.format = "chunkgrpo-dit/2"});
-    EXPECT_LOAD_FAILS(tmp_path("fmt"), "format is \"chunkgrpo-dit/2\", expected \"chunkgrpo-dit/1\"");
+    EXPECT_LOAD_FAILS(test_tmp_path("fmt"), "format is \"chunkgrpo-dit/2\", expected \"chunkgrpo-dit/1\"");
     variant("nofmt", &(Variant){.format = ""});
-    EXPECT_LOAD_FAILS(tmp_path("nofmt"), "has no 'format'");
+    EXPECT_LOAD_FAILS(test_tmp_path("nofmt"), "has no 'format'");
     variant("nocfg", &(Variant){.config = ""});
-    EXPECT_LOAD_FAILS(tmp_path("nocfg"), "has no 'config'");
+    EXPECT_LOAD_FAILS(test_tmp_path("nocfg"), "has no 'config'");
     variant("novocab", &(Variant){.vocab = ""});
-    EXPECT_LOAD_FAILS(tmp_path("novocab"), "has no 'vocab'");
+    EXPECT_LOAD_FAILS(test_tmp_path("novocab"), "has no 'vocab'");
 
     /* 6 words against vocab_size 7 */
     variant("vsize", &(Variant){.vocab = "<pad>\n<unk>\nred\ngreen\nblue\ncircle"});
-    EXPECT_LOAD_FAILS(tmp_path("vsize"), "config.vocab_size = 7 but the vocabulary has 6 words");
+    EXPECT_LOAD_FAILS(test_tmp_path("vsize"), "config.vocab_size = 7 but the vocabulary has 6 words");
     variant("vbad", &(Variant){.vocab = "<pad>\n<unk>\nred\nred\nblue\ncircle\nsquare"});
-    EXPECT_LOAD_FAILS(tmp_path("vbad"), "vocab");
+    EXPECT_LOAD_FAILS(test_tmp_path("vbad"), "vocab");
 
     variant("step", &(Variant){.step = "-5"});
-    EXPECT_LOAD_FAILS(tmp_path("step"), "metadata 'step' = \"-5\"");
+    EXPECT_LOAD_FAILS(test_tmp_path("step"), "metadata 'step' = \"-5\"");
     variant("step2", &(Variant){.step = "12x"});
-    EXPECT_LOAD_FAILS(tmp_path("step2"), "metadata 'step'");
+    EXPECT_LOAD_FAILS(test_tmp_path("step2"), "metadata 'step'");
     variant("step3", &(Variant){.step = "9223372036854775808"});
-    EXPECT_LOAD_FAILS(tmp_path("step3"), "metadata 'step'");
+    EXPECT_LOAD_FAILS(test_tmp_path("step3"), "metadata 'step'");
     char longexp[200];
     memset(longexp, 'e', sizeof longexp - 1);
     longexp[sizeof longexp - 1] = '\0';
     variant("exp", &(Variant){.experiment = longexp});
-    EXPECT_LOAD_FAILS(tmp_path("exp"), "metadata 'experiment' is 199 bytes");
+    EXPECT_LOAD_FAILS(test_tmp_path("exp"), "metadata 'experiment' is 199 bytes");
 
     /* unknown metadata keys are allowed (tools may annotate), and a valid step/experiment loads */
     variant("note", &(Variant){.note = "exported by hand", .step = "12", .experiment = "e1"});
@@ -419,7 +381,7 @@ static void test_bad_metadata(void)
     Vocab v;
     CheckpointInfo info;
     char err[512] = "";
-    CHECK_MSG(checkpoint_load(tmp_path("note"), &m, &v, &info, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(checkpoint_load(test_tmp_path("note"), &m, &v, &info, err, sizeof err) == 0, "%s", err);
     if (m.params) {
         CHECK(info.step == 12 && strcmp(info.experiment, "e1") == 0);
         model_free(&m);
@@ -430,7 +392,7 @@ static void test_bad_metadata(void)
 static void test_truncated_and_garbage(void)
 {
     char err[512] = "";
-    const char *path = tmp_path("trunc");
+    const char *path = test_tmp_path("trunc");
     CHECK_MSG(checkpoint_save(path, &gm, &gv, NULL, err, sizeof err) == 0, "%s", err);
     /* cut 100 bytes off the end: the last tensor (final.linear.bias, 192 bytes) runs off it */
     FILE *fp = fopen(path, "rb");
@@ -445,7 +407,7 @@ static void test_truncated_and_garbage(void)
     fputs("this is not a checkpoint at all", fp);
     fclose(fp);
     EXPECT_LOAD_FAILS(path, "header length");
-    EXPECT_LOAD_FAILS(tmp_path("does-not-exist"), "cannot open");
+    EXPECT_LOAD_FAILS(test_tmp_path("does-not-exist"), "cannot open");
     /* a train state is not a checkpoint */
     AdamW opt;
     AdamWConfig c = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
@@ -481,7 +443,7 @@ static void test_train_state_round_trip(void)
     fill_opt(&a, n);
     Rng r = {.key = UINT64_MAX - 5, .counter = ((uint64_t)1 << 60) + 3};
     char err[512] = "";
-    const char *path = tmp_path("state.safetensors");
+    const char *path = test_tmp_path("state.safetensors");
     CHECK_MSG(train_state_save(path, &a, &r, INT64_C(123456789012), err, sizeof err) == 0, "%s",
               err);
 
@@ -509,9 +471,9 @@ static void test_train_state_round_trip(void)
     /* an empty model (n = 0) works too */
     AdamW e, e2;
     CHECK(adamw_init(&e, &other, 0) == 0 && adamw_init(&e2, &other, 0) == 0);
-    CHECK_MSG(train_state_save(tmp_path("empty_state"), &e, &r, 0, err, sizeof err) == 0, "%s",
+    CHECK_MSG(train_state_save(test_tmp_path("empty_state"), &e, &r, 0, err, sizeof err) == 0, "%s",
               err);
-    CHECK_MSG(train_state_load(tmp_path("empty_state"), &e2, &r2, &it, err, sizeof err) == 0,
+    CHECK_MSG(train_state_load(test_tmp_path("empty_state"), &e2, &r2, &it, err, sizeof err) == 0,
               "%s", err);
     adamw_free(&e);
     adamw_free(&e2);
@@ -562,7 +524,7 @@ static void test_train_state_bad(void)
     Rng r = {5, 6};
     int64_t it = 7;
     char err[512] = "";
-    const char *path = tmp_path("bad_state");
+    const char *path = test_tmp_path("bad_state");
 
     /* control: the variant writer's defaults load */
     write_state_variant(path, &a, NULL, NULL, NULL, 0);
@@ -622,7 +584,7 @@ static void test_train_state_bad(void)
     CHECK(checkpoint_save(path, &gm, &gv, NULL, err, sizeof err) == 0);
     CHECK(train_state_load(path, &b, &r, &it, err, sizeof err) == -1);
     CHECK_MSG(contains(err, "format is \"chunkgrpo-dit/1\""), "%s", err);
-    CHECK(train_state_load(tmp_path("nope"), &b, &r, &it, err, sizeof err) == -1);
+    CHECK(train_state_load(test_tmp_path("nope"), &b, &r, &it, err, sizeof err) == -1);
     CHECK_MSG(contains(err, "cannot open"), "%s", err);
     CHECK(b.step == 99 && r.key == 5 && it == 7);
 
@@ -635,7 +597,7 @@ static void test_train_state_missing_tensor(void)
 {
     AdamW a;
     fill_opt(&a, 8);
-    const char *path = tmp_path("state_nov");
+    const char *path = test_tmp_path("state_nov");
     StWriter *w = st_writer_new();
     char err[512] = "";
     static const char *const kv[][2] = {
@@ -658,7 +620,7 @@ static void test_train_state_missing_tensor(void)
 
 int main(void)
 {
-    tmp_setup();
+    test_tmpdir_create();
     make_model(&gm, &gv, 99);
     snprintf(good_config, sizeof good_config,
              "{\"image_size\":16,\"channels\":3,\"patch\":4,\"dim\":32,\"depth\":2,\"heads\":2,"
@@ -675,6 +637,6 @@ int main(void)
     TEST_RUN(test_train_state_missing_tensor);
     model_free(&gm);
     vocab_free(&gv);
-    tmp_cleanup();
+    test_tmpdir_remove();
     return test_summary("checkpoint");
 }

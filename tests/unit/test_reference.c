@@ -5,7 +5,6 @@
  * every tensor to a relative error of 1e-4, measured as max|engine - ref| / max|ref|.
  */
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "adamw.h"
 #include "checkpoint.h"
@@ -123,11 +122,8 @@ static void test_engine_checkpoint_in_pytorch(void)
 {
     if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
         TEST_SKIP("no PyTorch at /usr/bin/python3 (apt-get install python3-torch)");
-    char err[512], dir[] = "/tmp/chunkgrpo-ref-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char ckpt[96], vout[96], cmd[512];
-    snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", dir);
-    snprintf(vout, sizeof vout, "%s/v.safetensors", dir);
+    char err[512], cmd[1024];
+    const char *ckpt = test_tmp_path("model.safetensors"), *vout = test_tmp_path("v.safetensors");
     Model m;
     Vocab vocab;
     StFile *in = NULL;
@@ -164,9 +160,6 @@ static void test_engine_checkpoint_in_pytorch(void)
              "/usr/bin/python3 -B tests/reference/check_checkpoint.py %s %s %s --tol 1e-4 >&2", ckpt,
              FIXTURES "tiny_inputs.safetensors", vout);
     CHECK_MSG(system(cmd) == 0, "%s", cmd);
-
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CHECK(system(cmd) == 0);
     adamw_free(&opt);
     acts_free(a);
     free(v);
@@ -177,9 +170,11 @@ static void test_engine_checkpoint_in_pytorch(void)
 
 int main(void)
 {
+    test_tmpdir_create();
     TEST_RUN(test_pytorch_parity_one_thread);
     TEST_RUN(test_pytorch_parity_two_threads);
     TEST_RUN(test_tokenizer_fixture_vocab);
     TEST_RUN(test_engine_checkpoint_in_pytorch);
+    test_tmpdir_remove();
     return test_summary("reference");
 }

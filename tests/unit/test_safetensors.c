@@ -10,51 +10,12 @@
 #include "safetensors.h"
 #include "test.h"
 
-#include <dirent.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char tmpdir[64];
-
-static void tmp_setup(void)
-{
-    strcpy(tmpdir, "/tmp/test_safetensors_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        exit(2);
-    }
-}
-
-static void tmp_cleanup(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (d) {
-        struct dirent *de;
-        char p[512];
-        while ((de = readdir(d))) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            snprintf(p, sizeof p, "%s/%s", tmpdir, de->d_name);
-            if (rmdir(p) != 0)
-                unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(tmpdir);
-}
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[4][256];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
 
 static void write_bytes(const char *path, const void *buf, size_t n)
 {
@@ -104,7 +65,7 @@ static int contains(const char *s, const char *needle) { return strstr(s, needle
  * containing every phrase (NULL-terminated), and that the file's message names the file. */
 static void expect_bad_bytes(int line, const char *name, const unsigned char *b, size_t n, ...)
 {
-    const char *path = tmp_path(name);
+    const char *path = test_tmp_path(name);
     write_bytes(path, b, n);
     char err[512] = "", merr[512] = "";
     StFile *f = (StFile *)1, *mf = (StFile *)1;
@@ -161,7 +122,7 @@ static void test_round_trip(void)
     CHECK(st_writer_meta(w, "format", "test/1") == 0);
     CHECK(st_writer_meta(w, "note", "quotes \" and\nnewlines, unicode \xc3\xa9") == 0);
     CHECK(st_writer_meta(w, "format", "test/2") == 0); /* replaces */
-    const char *path = tmp_path("rt.safetensors");
+    const char *path = test_tmp_path("rt.safetensors");
     char err[256] = "";
     CHECK_MSG(st_writer_save(w, path, err, sizeof err) == 0, "%s", err);
     st_writer_free(w);
@@ -180,7 +141,7 @@ static void test_round_trip(void)
     while (raw[last] == ' ')
         last--;
     CHECK(raw[last] == '}');
-    CHECK(access(tmp_path("rt.safetensors.tmp"), F_OK) != 0);
+    CHECK(access(test_tmp_path("rt.safetensors.tmp"), F_OK) != 0);
 
     StFile *f = NULL;
     CHECK_MSG(st_open(path, &f, err, sizeof err) == 0, "%s", err);
@@ -253,11 +214,11 @@ static void test_deterministic_bytes(void)
         StWriter *w = st_writer_new();
         st_writer_meta(w, "k", "v");
         st_writer_add(w, "x", ST_F32, 1, s, x);
-        CHECK_MSG(st_writer_save(w, tmp_path(r ? "det2" : "det1"), err, sizeof err) == 0, "%s",
+        CHECK_MSG(st_writer_save(w, test_tmp_path(r ? "det2" : "det1"), err, sizeof err) == 0, "%s",
                   err);
         st_writer_free(w);
     }
-    unsigned char *a = read_bytes(tmp_path("det1"), &n1), *b = read_bytes(tmp_path("det2"), &n2);
+    unsigned char *a = read_bytes(test_tmp_path("det1"), &n1), *b = read_bytes(test_tmp_path("det2"), &n2);
     CHECK(a && b && n1 == n2 && memcmp(a, b, n1) == 0);
     free(a);
     free(b);
@@ -268,10 +229,10 @@ static void test_empty_file_ok(void)
     /* no tensors, no metadata: "{}" padded to 8 */
     StWriter *w = st_writer_new();
     char err[256] = "";
-    CHECK_MSG(st_writer_save(w, tmp_path("empty.st"), err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(st_writer_save(w, test_tmp_path("empty.st"), err, sizeof err) == 0, "%s", err);
     st_writer_free(w);
     StFile *f;
-    CHECK_MSG(st_open(tmp_path("empty.st"), &f, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(st_open(test_tmp_path("empty.st"), &f, err, sizeof err) == 0, "%s", err);
     if (f) {
         CHECK(st_count(f) == 0 && st_meta_count(f) == 0);
         st_close(f);
@@ -312,11 +273,11 @@ static void test_alignment(void)
     st_writer_add(w, "h", ST_I16, 1, s1, h);
     st_writer_add(w, "y", ST_F64, 1, s1, y);
     char err[256] = "";
-    CHECK_MSG(st_writer_save(w, tmp_path("align"), err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(st_writer_save(w, test_tmp_path("align"), err, sizeof err) == 0, "%s", err);
     st_writer_free(w);
 
     StFile *f;
-    CHECK_MSG(st_open(tmp_path("align"), &f, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(st_open(test_tmp_path("align"), &f, err, sizeof err) == 0, "%s", err);
     if (!f)
         return;
     CHECK(st_find(f, "x")->begin == 3 && st_find(f, "y")->begin == 13);
@@ -338,9 +299,9 @@ static void test_alignment(void)
     int64_t s16[1] = {16};
     w = st_writer_new();
     st_writer_add(w, "big", ST_F32, 1, s16, big);
-    st_writer_save(w, tmp_path("align2"), err, sizeof err);
+    st_writer_save(w, test_tmp_path("align2"), err, sizeof err);
     st_writer_free(w);
-    CHECK_MSG(st_open(tmp_path("align2"), &f, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(st_open(test_tmp_path("align2"), &f, err, sizeof err) == 0, "%s", err);
     if (f) {
         CHECK((uintptr_t)st_data(f, st_find(f, "big")) % 64 == 0);
         st_close(f);
@@ -356,7 +317,7 @@ static void test_typed_accessors(void)
     st_writer_add(w, "x", ST_F32, 2, s23, x);
     st_writer_add(w, "ids", ST_I32, 1, s4, ids);
     char err[256] = "";
-    const char *path = tmp_path("typed");
+    const char *path = test_tmp_path("typed");
     CHECK_MSG(st_writer_save(w, path, err, sizeof err) == 0, "%s", err);
     st_writer_free(w);
     StFile *f;
@@ -390,7 +351,7 @@ static void test_typed_accessors(void)
     free(data);
     CHECK(st_load_f32(path, "ids", &data, &ndim, shape, err, sizeof err) == -1 && !data);
     CHECK_MSG(contains(err, "'ids'") && contains(err, "I32"), "%s", err);
-    CHECK(st_load_f32(tmp_path("nonexistent"), "x", &data, &ndim, shape, err, sizeof err) == -1);
+    CHECK(st_load_f32(test_tmp_path("nonexistent"), "x", &data, &ndim, shape, err, sizeof err) == -1);
     CHECK_MSG(contains(err, "cannot open"), "%s", err);
 }
 
@@ -444,7 +405,7 @@ static void test_writer_errors(void)
                                 cases[i].data) == -1, "case %zu accepted", i);
         /* the error is sticky: a later good add does not clear it, and save reports it */
         st_writer_add(w, "later", ST_F32, 1, s2, x);
-        const char *path = tmp_path("werr");
+        const char *path = test_tmp_path("werr");
         CHECK(st_writer_save(w, path, err, sizeof err) == -1);
         CHECK_MSG(contains(err, cases[i].phrase) && contains(err, path), "case %zu: %s", i, err);
         CHECK(access(path, F_OK) != 0);
@@ -457,7 +418,7 @@ static void test_writer_atomic(void)
     float x[2] = {1, 2}, y[2] = {3, 4};
     int64_t s2[1] = {2};
     char err[256] = "";
-    const char *path = tmp_path("atomic");
+    const char *path = test_tmp_path("atomic");
 
     StWriter *w = st_writer_new();
     st_writer_add(w, "x", ST_F32, 1, s2, x);
@@ -465,12 +426,12 @@ static void test_writer_atomic(void)
     st_writer_free(w);
 
     /* a save that fails (its temporary file cannot be created) leaves the old file alone */
-    CHECK(mkdir(tmp_path("atomic.tmp"), 0755) == 0);
+    CHECK(mkdir(test_tmp_path("atomic.tmp"), 0755) == 0);
     w = st_writer_new();
     st_writer_add(w, "x", ST_F32, 1, s2, y);
     CHECK(st_writer_save(w, path, err, sizeof err) == -1);
     CHECK_MSG(contains(err, "atomic.tmp"), "%s", err);
-    rmdir(tmp_path("atomic.tmp"));
+    rmdir(test_tmp_path("atomic.tmp"));
     float *got = NULL;
     int nd;
     int64_t sh[ST_MAX_DIMS];
@@ -482,11 +443,11 @@ static void test_writer_atomic(void)
     st_writer_free(w);
     CHECK(st_load_f32(path, "x", &got, &nd, sh, err, sizeof err) == 0 && got && got[0] == 3);
     free(got);
-    CHECK(access(tmp_path("atomic.tmp"), F_OK) != 0);
+    CHECK(access(test_tmp_path("atomic.tmp"), F_OK) != 0);
 
     /* a directory that does not exist */
     w = st_writer_new();
-    CHECK(st_writer_save(w, tmp_path("no/such/dir/file"), err, sizeof err) == -1);
+    CHECK(st_writer_save(w, test_tmp_path("no/such/dir/file"), err, sizeof err) == -1);
     CHECK_MSG(contains(err, "no/such/dir/file") && contains(err, "cannot create"), "%s", err);
     st_writer_free(w);
 }
@@ -659,17 +620,17 @@ static void test_not_a_file(void)
 {
     char err[256] = "";
     StFile *f = (StFile *)1;
-    CHECK(st_open(tmp_path("missing"), &f, err, sizeof err) == -1 && f == NULL);
+    CHECK(st_open(test_tmp_path("missing"), &f, err, sizeof err) == -1 && f == NULL);
     CHECK_MSG(contains(err, "missing") && contains(err, "cannot open") &&
               contains(err, "No such file"), "%s", err);
-    CHECK(st_open(tmpdir, &f, err, sizeof err) == -1 && f == NULL);
+    CHECK(st_open(test_tmpdir, &f, err, sizeof err) == -1 && f == NULL);
     CHECK_MSG(contains(err, "not a regular file"), "%s", err);
     /* a tiny error buffer is still NUL-terminated; NULL with length 0 is allowed */
     char small[8];
     memset(small, 'x', sizeof small);
-    CHECK(st_open(tmp_path("missing"), &f, small, sizeof small) == -1);
+    CHECK(st_open(test_tmp_path("missing"), &f, small, sizeof small) == -1);
     CHECK(memchr(small, '\0', sizeof small) != NULL);
-    CHECK(st_open(tmp_path("missing"), &f, NULL, 0) == -1);
+    CHECK(st_open(test_tmp_path("missing"), &f, NULL, 0) == -1);
     st_close(NULL);
 }
 
@@ -683,7 +644,7 @@ static void test_truncations(void)
     st_writer_add(w, "x", ST_F32, 1, s, x);
     st_writer_add(w, "y", ST_F32, 1, s, x);
     char err[256] = "";
-    const char *path = tmp_path("full");
+    const char *path = test_tmp_path("full");
     CHECK(st_writer_save(w, path, err, sizeof err) == 0);
     st_writer_free(w);
     size_t n = 0;
@@ -710,7 +671,7 @@ static void test_truncations(void)
 
 int main(void)
 {
-    tmp_setup();
+    test_tmpdir_create();
     TEST_RUN(test_round_trip);
     TEST_RUN(test_deterministic_bytes);
     TEST_RUN(test_empty_file_ok);
@@ -727,6 +688,6 @@ int main(void)
     TEST_RUN(test_bad_metadata);
     TEST_RUN(test_not_a_file);
     TEST_RUN(test_truncations);
-    tmp_cleanup();
+    test_tmpdir_remove();
     return test_summary("safetensors");
 }

@@ -29,24 +29,23 @@ void adamw_free(AdamW *opt)
 
 double grad_global_norm(const float *g, size_t n)
 {
-    /* Fixed-size chunks summed in order: the result depends on neither schedule nor thread count. */
-    enum { CHUNK = 4096 };
-    size_t chunks = (n + CHUNK - 1) / CHUNK;
-    double *partial = malloc((chunks ? chunks : 1) * sizeof *partial);
-    double total = 0.0;
-    if (!partial) { /* still correct, just serial */
-        for (size_t i = 0; i < n; i++) total += (double)g[i] * g[i];
-        return sqrt(total);
-    }
+    /* At most MAX_PARTS chunks whose size depends only on n, each summed in order, then the
+     * partial sums added in order: the result depends on neither schedule nor thread count, and
+     * the partials live on the stack (no allocation inside a training step). */
+    enum { MAX_PARTS = 1024, MIN_CHUNK = 4096 };
+    double partial[MAX_PARTS];
+    size_t chunk = (n + MAX_PARTS - 1) / MAX_PARTS;
+    if (chunk < MIN_CHUNK) chunk = MIN_CHUNK;
+    size_t parts = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static)
-    for (size_t c = 0; c < chunks; c++) {
+    for (size_t c = 0; c < parts; c++) {
         double s = 0.0;
-        size_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
-        for (size_t i = c * CHUNK; i < end; i++) s += (double)g[i] * g[i];
+        size_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        for (size_t i = c * chunk; i < end; i++) s += (double)g[i] * g[i];
         partial[c] = s;
     }
-    for (size_t c = 0; c < chunks; c++) total += partial[c];
-    free(partial);
+    double total = 0.0;
+    for (size_t c = 0; c < parts; c++) total += partial[c];
     return sqrt(total);
 }
 

@@ -29,8 +29,10 @@ void adamw_free(AdamW *opt);
 /* Global L2 norm of g[0..n). Deterministic for a fixed thread count. */
 double grad_global_norm(const float *g, size_t n);
 
-/* One step: clips g to cfg.grad_clip in global norm (scaling a copy-free factor into the update),
- * then the AdamW update of params. Returns the gradient norm before clipping. */
+/* One step: when the global norm of grads exceeds cfg.grad_clip, the gradient is scaled by
+ * grad_clip / (norm + 1e-6) as it is read (grads itself is not modified), as PyTorch's
+ * clip_grad_norm_ does; then the AdamW update of params. Returns the norm before clipping.
+ * Allocates nothing. */
 double adamw_step(AdamW *opt, float *params, const float *grads);
 
 #endif

@@ -5,11 +5,11 @@
 #include "model.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "errbuf.h"
 #include "ops.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -27,12 +27,15 @@ int model_config_preset(const char *name, ModelConfig *cfg)
         const char *name;
         ModelConfig cfg;
     } presets[] = {
+        /* one preset per pair of lines, as the table in model.md */
+        // clang-format off
         {"tiny", {.image_size = 16, .channels = 3, .patch = 4, .dim = 32, .depth = 2, .heads = 2,
                   .mlp_ratio = 4, .text_len = 8}},
         {"small", {.image_size = 32, .channels = 3, .patch = 4, .dim = 128, .depth = 4, .heads = 4,
                    .mlp_ratio = 4, .text_len = 12}},
         {"base", {.image_size = 64, .channels = 3, .patch = 4, .dim = 384, .depth = 12, .heads = 6,
                   .mlp_ratio = 4, .text_len = 16}},
+        // clang-format on
     };
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
         if (strcmp(presets[i].name, name) == 0) {
@@ -41,15 +44,6 @@ int model_config_preset(const char *name, ModelConfig *cfg)
         }
     }
     return -1;
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 int model_config_validate(const ModelConfig *c, char *err, size_t errlen)
@@ -72,22 +66,23 @@ int model_config_validate(const ModelConfig *c, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         int v = *(const int *)((const char *)c + fields[i].offset);
         if (v < fields[i].lo || v > fields[i].hi) {
-            set_err(err, errlen, "config.%s = %d is out of range [%d, %d]", fields[i].name, v,
-                    fields[i].lo, fields[i].hi);
+            errbuf_printf(err, errlen, "config.%s = %d is out of range [%d, %d]", fields[i].name, v,
+                          fields[i].lo, fields[i].hi);
             return -1;
         }
     }
     if (c->image_size % c->patch) {
-        set_err(err, errlen, "config.patch = %d does not divide config.image_size = %d", c->patch,
-                c->image_size);
+        errbuf_printf(err, errlen, "config.patch = %d does not divide config.image_size = %d",
+                      c->patch, c->image_size);
         return -1;
     }
     if (c->dim % c->heads) {
-        set_err(err, errlen, "config.heads = %d does not divide config.dim = %d", c->heads, c->dim);
+        errbuf_printf(err, errlen, "config.heads = %d does not divide config.dim = %d", c->heads,
+                      c->dim);
         return -1;
     }
     if (c->dim % 4) { /* the 2D sin-cos position table splits dim into four quarters */
-        set_err(err, errlen, "config.dim = %d must be a multiple of 4", c->dim);
+        errbuf_printf(err, errlen, "config.dim = %d must be a multiple of 4", c->dim);
         return -1;
     }
     return 0;
@@ -97,12 +92,12 @@ double model_forward_flops(const ModelConfig *c)
 {
     double d = c->dim, F = cfg_mlp_dim(c), N = cfg_img_tokens(c), P = cfg_patch_dim(c);
     double S = cfg_seq_len(c);
-    double f = 2 * d * d                                /* txt.pool */
-               + 2 * N * P * d                          /* img.patch */
+    double f = 2 * d * d                                 /* txt.pool */
+               + 2 * N * P * d                           /* img.patch */
                + 2 * MODEL_TIME_FREQ_DIM * d + 2 * d * d /* time MLP */
-               + 2 * d * 2 * d + 2 * N * d * P;         /* final */
-    double block = 2 * d * 6 * d + 2 * S * d * 3 * d + 2 * 2 * S * S * d + 2 * S * d * d
-                   + 2 * 2 * S * d * F;
+               + 2 * d * 2 * d + 2 * N * d * P;          /* final */
+    double block =
+        2 * d * 6 * d + 2 * S * d * 3 * d + 2 * 2 * S * S * d + 2 * S * d * d + 2 * 2 * S * d * F;
     return f + c->depth * block;
 }
 
@@ -116,20 +111,20 @@ static size_t walk_layout(const ModelConfig *c, TensorInfo *table, int *count, P
     size_t off = 0;
     int n = 0;
     int d = c->dim, F = cfg_mlp_dim(c), P = cfg_patch_dim(c), dh = cfg_head_dim(c);
-#define TENSOR(field_ptr, rows, cols, ...)                                               \
-    do {                                                                                 \
-        if (table) {                                                                     \
-            TensorInfo *ti = &table[n];                                                  \
-            snprintf(ti->name, sizeof ti->name, __VA_ARGS__);                            \
-            ti->ndim = (cols) ? 2 : 1;                                                   \
-            ti->shape[0] = (rows);                                                       \
-            ti->shape[1] = (cols) ? (cols) : 0;                                          \
-            ti->offset = off;                                                            \
-            ti->numel = (size_t)(rows) * ((cols) ? (cols) : 1);                          \
-        }                                                                                \
-        if (views) field_ptr = base + off;                                               \
-        off += (size_t)(rows) * ((cols) ? (cols) : 1);                                   \
-        n++;                                                                             \
+#define TENSOR(field_ptr, rows, cols, ...)                                                         \
+    do {                                                                                           \
+        if (table) {                                                                               \
+            TensorInfo *ti = &table[n];                                                            \
+            snprintf(ti->name, sizeof ti->name, __VA_ARGS__);                                      \
+            ti->ndim = (cols) ? 2 : 1;                                                             \
+            ti->shape[0] = (rows);                                                                 \
+            ti->shape[1] = (cols) ? (cols) : 0;                                                    \
+            ti->offset = off;                                                                      \
+            ti->numel = (size_t)(rows) * ((cols) ? (cols) : 1);                                    \
+        }                                                                                          \
+        if (views) field_ptr = base + off;                                                         \
+        off += (size_t)(rows) * ((cols) ? (cols) : 1);                                             \
+        n++;                                                                                       \
     } while (0)
     ParamTensors dummy_views;
     BlockTensors dummy_block;
@@ -207,7 +202,10 @@ const TensorInfo *model_find_tensor(const Model *m, const char *name)
     return NULL;
 }
 
-void model_zero_grad(Model *m) { memset(m->grads, 0, m->num_params * sizeof *m->grads); }
+void model_zero_grad(Model *m)
+{
+    memset(m->grads, 0, m->num_params * sizeof *m->grads);
+}
 
 /* ---- initialisation ------------------------------------------------------------------------ */
 
@@ -272,22 +270,22 @@ void model_init_weights(Model *m, uint64_t seed)
 /* ---- activations --------------------------------------------------------------------------- */
 
 typedef struct {
-    float *h_in;          /* [B, S, d] block input (the residual stream) */
-    float *mod;           /* [B, 6d] shift_a scale_a gate_a shift_m scale_m gate_m */
+    float *h_in;                /* [B, S, d] block input (the residual stream) */
+    float *mod;                 /* [B, 6d] shift_a scale_a gate_a shift_m scale_m gate_m */
     float *ln1_mean, *ln1_rstd; /* [B, S] */
-    float *a;             /* [B, S, d] modulated LN(h_in) */
-    float *qkv;           /* [B, S, 3d] */
-    float *q_rstd, *k_rstd; /* [B, S, H] */
-    float *qh, *kh, *vh;  /* [B, H, S, dh] normed q, k; v */
-    float *att;           /* [B, H, S, S] softmax probabilities */
-    float *attn;          /* [B, S, d] attention output, heads concatenated */
-    float *proj;          /* [B, S, d] */
-    float *h_mid;         /* [B, S, d] after the attention residual */
+    float *a;                   /* [B, S, d] modulated LN(h_in) */
+    float *qkv;                 /* [B, S, 3d] */
+    float *q_rstd, *k_rstd;     /* [B, S, H] */
+    float *qh, *kh, *vh;        /* [B, H, S, dh] normed q, k; v */
+    float *att;                 /* [B, H, S, S] softmax probabilities */
+    float *attn;                /* [B, S, d] attention output, heads concatenated */
+    float *proj;                /* [B, S, d] */
+    float *h_mid;               /* [B, S, d] after the attention residual */
     float *ln2_mean, *ln2_rstd; /* [B, S] */
-    float *mlp_in;        /* [B, S, d] modulated LN(h_mid) */
-    float *fc1;           /* [B, S, F] pre-activation */
-    float *gelu;          /* [B, S, F] */
-    float *fc2;           /* [B, S, d] */
+    float *mlp_in;              /* [B, S, d] modulated LN(h_mid) */
+    float *fc1;                 /* [B, S, F] pre-activation */
+    float *gelu;                /* [B, S, F] */
+    float *fc2;                 /* [B, S, d] */
 } BlockActs;
 
 struct Activations {
@@ -296,33 +294,36 @@ struct Activations {
     float *arena; /* one allocation holds every buffer below */
     size_t arena_floats;
     /* forward */
-    int32_t *tokens;      /* [B, T] */
-    uint8_t *key_mask;    /* [B, S] 1 = attend */
-    int *text_count;      /* [B] non-PAD tokens */
-    float *patches;       /* [B, N, P] */
-    float *tfreq;         /* [B, 256] */
-    float *t1, *t1s;      /* [B, d] pre/post SiLU */
-    float *pooled_mean;   /* [B, d] */
-    float *c, *sc;        /* [B, d] conditioning, silu(c) */
-    BlockActs *blocks;    /* [L] */
-    float *h_last;        /* [B, S, d] output of the last block */
-    float *fmod;          /* [B, 2d] final shift, scale */
+    int32_t *tokens;            /* [B, T] */
+    uint8_t *key_mask;          /* [B, S] 1 = attend */
+    int *text_count;            /* [B] non-PAD tokens */
+    float *patches;             /* [B, N, P] */
+    float *tfreq;               /* [B, 256] */
+    float *t1, *t1s;            /* [B, d] pre/post SiLU */
+    float *pooled_mean;         /* [B, d] */
+    float *c, *sc;              /* [B, d] conditioning, silu(c) */
+    BlockActs *blocks;          /* [L] */
+    float *h_last;              /* [B, S, d] output of the last block */
+    float *fmod;                /* [B, 2d] final shift, scale */
     float *lnf_mean, *lnf_rstd; /* [B, N] */
-    float *fin_in;        /* [B, N, d] */
-    float *out;           /* [B, N, P] */
+    float *fin_in;              /* [B, N, d] */
+    float *out;                 /* [B, N, P] */
     /* backward scratch */
-    float *d_out;         /* [B, N, P] */
-    float *d_h;           /* [B, S, d] gradient of the residual stream */
-    float *d_x;           /* [B, S, d] */
-    float *d_big;         /* [B, S, max(3d, F)] */
+    float *d_out;              /* [B, N, P] */
+    float *d_h;                /* [B, S, d] gradient of the residual stream */
+    float *d_x;                /* [B, S, d] */
+    float *d_big;              /* [B, S, max(3d, F)] */
     float *d_qh, *d_kh, *d_vh; /* [B, H, S, dh] */
-    float *d_mod;         /* [B, 6d] */
-    float *d_sc, *d_c;    /* [B, d] */
-    float *d_vec;         /* [B, d] */
-    float *scratch;       /* norm-weight partial sums, or per-thread attention scratch */
+    float *d_mod;              /* [B, 6d] */
+    float *d_sc, *d_c;         /* [B, d] */
+    float *d_vec;              /* [B, d] */
+    float *scratch;            /* norm-weight partial sums, or per-thread attention scratch */
 };
 
-int acts_batch(const Activations *a) { return a->B; }
+int acts_batch(const Activations *a)
+{
+    return a->B;
+}
 
 /* Points every buffer of a into base (when base is set) and returns the floats they need, so
  * one walk both sizes and lays out the arena. */
@@ -438,10 +439,11 @@ static void block_forward(const BlockTensors *w, BlockActs *k, float *h_out, con
     const float *shift_m = k->mod + 3 * d, *scale_m = k->mod + 4 * d, *gate_m = k->mod + 5 * d;
 
     linear_forward(k->mod, sc, w->ada_w, w->ada_b, B, d, m6);
-    layernorm_modulate_forward(k->a, k->ln1_mean, k->ln1_rstd, k->h_in, shift_a, scale_a, m6, B, S, d);
+    layernorm_modulate_forward(k->a, k->ln1_mean, k->ln1_rstd, k->h_in, shift_a, scale_a, m6, B, S,
+                               d);
     linear_forward(k->qkv, k->a, w->qkv_w, w->qkv_b, rows, d, 3 * d);
-    qkv_heads_forward(k->qh, k->kh, k->vh, k->q_rstd, k->k_rstd, k->qkv, w->q_norm, w->k_norm, B,
-                      S, H, dh);
+    qkv_heads_forward(k->qh, k->kh, k->vh, k->q_rstd, k->k_rstd, k->qkv, w->q_norm, w->k_norm, B, S,
+                      H, dh);
     attention_forward(k->attn, k->att, k->qh, k->kh, k->vh, key_mask, B, S, H, dh);
     linear_forward(k->proj, k->attn, w->proj_w, w->proj_b, rows, d, d);
     memcpy(k->h_mid, k->h_in, (size_t)rows * d * sizeof(float));
@@ -584,7 +586,8 @@ void model_backward(Model *m, Activations *a, const float *dv)
                                     a->lnf_rstd + (size_t)b * N, a->fmod + (size_t)b * 2 * d + d, 1,
                                     N, d);
     }
-    linear_backward(a->d_sc, g->fin_ada_w, g->fin_ada_b, dfmod, a->sc, p->fin_ada_w, B, d, 2 * d, 1);
+    linear_backward(a->d_sc, g->fin_ada_w, g->fin_ada_b, dfmod, a->sc, p->fin_ada_w, B, d, 2 * d,
+                    1);
 
     for (int l = c->depth - 1; l >= 0; l--)
         block_backward(&p->blocks[l], &g->blocks[l], &a->blocks[l], a, c);
@@ -593,7 +596,8 @@ void model_backward(Model *m, Activations *a, const float *dv)
     silu_backward(a->d_c, a->d_sc, a->c, (size_t)B * d, 0);
     linear_backward(a->d_vec, g->t2_w, g->t2_b, a->d_c, a->t1s, p->t2_w, B, d, d, 0);
     silu_backward(a->d_vec, a->d_vec, a->t1, (size_t)B * d, 0);
-    linear_backward(NULL, g->t1_w, g->t1_b, a->d_vec, a->tfreq, p->t1_w, B, MODEL_TIME_FREQ_DIM, d, 0);
+    linear_backward(NULL, g->t1_w, g->t1_b, a->d_vec, a->tfreq, p->t1_w, B, MODEL_TIME_FREQ_DIM, d,
+                    0);
     linear_backward(a->d_vec, g->pool_w, g->pool_b, a->d_c, a->pooled_mean, p->pool_w, B, d, d, 0);
 
     /* image tokens: gather d_h's image rows into one block for a single GEMM */

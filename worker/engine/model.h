@@ -29,12 +29,30 @@ typedef struct {
 } ModelConfig;
 
 /* Derived sizes. */
-static inline int cfg_grid(const ModelConfig *c) { return c->image_size / c->patch; }
-static inline int cfg_img_tokens(const ModelConfig *c) { return cfg_grid(c) * cfg_grid(c); }  /* N */
-static inline int cfg_patch_dim(const ModelConfig *c) { return c->patch * c->patch * c->channels; }
-static inline int cfg_seq_len(const ModelConfig *c) { return c->text_len + cfg_img_tokens(c); }
-static inline int cfg_head_dim(const ModelConfig *c) { return c->dim / c->heads; }
-static inline int cfg_mlp_dim(const ModelConfig *c) { return c->dim * c->mlp_ratio; }
+static inline int cfg_grid(const ModelConfig *c)
+{
+    return c->image_size / c->patch;
+}
+static inline int cfg_img_tokens(const ModelConfig *c)
+{
+    return cfg_grid(c) * cfg_grid(c);
+} /* N */
+static inline int cfg_patch_dim(const ModelConfig *c)
+{
+    return c->patch * c->patch * c->channels;
+}
+static inline int cfg_seq_len(const ModelConfig *c)
+{
+    return c->text_len + cfg_img_tokens(c);
+}
+static inline int cfg_head_dim(const ModelConfig *c)
+{
+    return c->dim / c->heads;
+}
+static inline int cfg_mlp_dim(const ModelConfig *c)
+{
+    return c->dim * c->mlp_ratio;
+}
 static inline size_t cfg_image_numel(const ModelConfig *c)
 {
     return (size_t)c->image_size * c->image_size * c->channels;
@@ -68,16 +86,16 @@ typedef struct {
 } BlockTensors;
 
 typedef struct {
-    float *tok_emb;         /* [V, d] */
-    float *txt_pos;         /* [T, d] */
-    float *pool_w, *pool_b; /* [d, d], [d] */
-    float *patch_w, *patch_b; /* [d, P], [d] with P = p*p*C */
-    float *img_pos;         /* [N, d] */
-    float *t1_w, *t1_b;     /* [d, 256], [d] */
-    float *t2_w, *t2_b;     /* [d, d], [d] */
-    BlockTensors *blocks;   /* [L] */
+    float *tok_emb;               /* [V, d] */
+    float *txt_pos;               /* [T, d] */
+    float *pool_w, *pool_b;       /* [d, d], [d] */
+    float *patch_w, *patch_b;     /* [d, P], [d] with P = p*p*C */
+    float *img_pos;               /* [N, d] */
+    float *t1_w, *t1_b;           /* [d, 256], [d] */
+    float *t2_w, *t2_b;           /* [d, d], [d] */
+    BlockTensors *blocks;         /* [L] */
     float *fin_ada_w, *fin_ada_b; /* [2d, d], [2d] */
-    float *fin_w, *fin_b;   /* [P, d], [P] */
+    float *fin_w, *fin_b;         /* [P, d], [P] */
 } ParamTensors;
 
 typedef struct {

@@ -29,7 +29,7 @@ static inline float fast_expf(float x)
     p = p * r + 1.0f;
     int32_t bits = ((int32_t)k + 127) << 23;
     float scale;
-    memcpy(&scale, &bits, sizeof scale); /* 2^k; compiles to a register move */
+    memcpy(&scale, &bits, sizeof scale);     /* 2^k; compiles to a register move */
     return keep < -87.0f ? 0.0f : p * scale; /* exact 0 for masked (-inf) scores */
 }
 
@@ -42,18 +42,23 @@ void engine_set_threads(int n)
     omp_set_num_threads(n);
 }
 
-int engine_threads(void) { return omp_get_max_threads(); }
+int engine_threads(void)
+{
+    return omp_get_max_threads();
+}
 
 /* GEMMs are cut into fixed blocks of rows (or of output features), spread over the OpenMP
- * threads. The blocks do not depend on the thread count, and OpenBLAS's result for a block does
- * not depend on which thread computes it, so outputs are bit-identical for any thread count. */
+ * threads (dynamically: weight-gradient and input-gradient blocks differ in cost). The blocks do
+ * not depend on the thread count, and OpenBLAS's result for a block does not depend on which
+ * thread computes it, so outputs are bit-identical for any thread count. */
 #define GEMM_BLOCK_ROWS 256
 #define GEMM_BLOCK_COLS 64
 
-void linear_forward(float *out, const float *in, const float *W, const float *b, int M, int K, int N)
+void linear_forward(float *out, const float *in, const float *W, const float *b, int M, int K,
+                    int N)
 {
     int blocks = (M + GEMM_BLOCK_ROWS - 1) / GEMM_BLOCK_ROWS;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int blk = 0; blk < blocks; blk++) {
         int lo = blk * GEMM_BLOCK_ROWS, hi = lo + GEMM_BLOCK_ROWS < M ? lo + GEMM_BLOCK_ROWS : M;
         float beta = 0.0f;
@@ -71,7 +76,7 @@ static void add_column_sums(float *dst, const float *src, int M, int N)
 {
     enum { COLS = 64 };
     int blocks = (N + COLS - 1) / COLS;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int blk = 0; blk < blocks; blk++) {
         int c0 = blk * COLS, c1 = c0 + COLS < N ? c0 + COLS : N;
         float acc[COLS] = {0};
@@ -89,10 +94,11 @@ void linear_backward(float *din, float *dW, float *db, const float *dout, const 
     /* dW is cut by output features, so each element's sum over the M rows runs whole in one call */
     int wblocks = (N + GEMM_BLOCK_COLS - 1) / GEMM_BLOCK_COLS;
     int dblocks = din ? (M + GEMM_BLOCK_ROWS - 1) / GEMM_BLOCK_ROWS : 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int blk = 0; blk < wblocks + dblocks; blk++) {
         if (blk < wblocks) {
-            int lo = blk * GEMM_BLOCK_COLS, hi = lo + GEMM_BLOCK_COLS < N ? lo + GEMM_BLOCK_COLS : N;
+            int lo = blk * GEMM_BLOCK_COLS,
+                hi = lo + GEMM_BLOCK_COLS < N ? lo + GEMM_BLOCK_COLS : N;
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, K, M, 1.0f, dout + lo, N,
                         in, K, 1.0f, dW + (size_t)lo * K, K);
         } else {
@@ -107,8 +113,8 @@ void linear_backward(float *din, float *dW, float *db, const float *dout, const 
 }
 
 void layernorm_modulate_forward(float *out, float *mean, float *rstd, const float *in,
-                                const float *shift, const float *scale, int mod_stride,
-                                int B, int rows_per_sample, int C)
+                                const float *shift, const float *scale, int mod_stride, int B,
+                                int rows_per_sample, int C)
 {
     int rows = B * rows_per_sample;
 #pragma omp parallel for schedule(static)
@@ -131,8 +137,8 @@ void layernorm_modulate_forward(float *out, float *mean, float *rstd, const floa
 
 void layernorm_modulate_backward(float *din, float *dshift, float *dscale, int mod_stride,
                                  const float *dout, const float *in, const float *mean,
-                                 const float *rstd, const float *scale, int B,
-                                 int rows_per_sample, int C)
+                                 const float *rstd, const float *scale, int B, int rows_per_sample,
+                                 int C)
 {
     /* Parallel over samples: each sample's shift/scale gradient is its own reduction. */
 #pragma omp parallel for schedule(static)
@@ -241,7 +247,8 @@ void qkv_heads_backward(float *dqkv, float *dq_norm, float *dk_norm, float *scra
                         const float *k_norm, int B, int S, int H, int dh)
 {
     int d = H * dh;
-    /* Each (b, h) sums its own norm-weight gradient into scratch; those are added in order after. */
+    /* Each (b, h) sums its own norm-weight gradient into scratch; those are added in order after.
+     */
     memset(scratch, 0, (size_t)B * H * 2 * dh * sizeof *scratch);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
@@ -305,11 +312,14 @@ void attention_forward(float *out, float *att, const float *qh, const float *kh,
     }
 }
 
-size_t attention_backward_scratch(int S, int dh) { return (size_t)S * S; }
+size_t attention_backward_scratch(int S, int dh)
+{
+    return (size_t)S * S;
+}
 
 void attention_backward(float *dqh, float *dkh, float *dvh, float *scratch, const float *dout,
-                        const float *att, const float *qh, const float *kh, const float *vh,
-                        int B, int S, int H, int dh)
+                        const float *att, const float *qh, const float *kh, const float *vh, int B,
+                        int S, int H, int dh)
 {
     float scale = 1.0f / sqrtf((float)dh);
     int d = H * dh;

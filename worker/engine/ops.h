@@ -20,7 +20,8 @@ void engine_set_threads(int n);
 int engine_threads(void);
 
 /* out[M,N] = in[M,K] W[N,K]^T + b[N] (b may be NULL). */
-void linear_forward(float *out, const float *in, const float *W, const float *b, int M, int K, int N);
+void linear_forward(float *out, const float *in, const float *W, const float *b, int M, int K,
+                    int N);
 
 /* dW[N,K] += dout^T in; db[N] += column sums of dout (if db); din[M,K] = dout W, or += when
  * din_accumulate (if din). */
@@ -31,14 +32,14 @@ void linear_backward(float *din, float *dW, float *db, const float *dout, const 
  *   out[r] = xhat[r] * (1 + scale[b]) + shift[b], b = r / rows_per_sample.
  * Saves mean[rows] and rstd[rows]. shift/scale rows have stride mod_stride floats. */
 void layernorm_modulate_forward(float *out, float *mean, float *rstd, const float *in,
-                                const float *shift, const float *scale, int mod_stride,
-                                int B, int rows_per_sample, int C);
+                                const float *shift, const float *scale, int mod_stride, int B,
+                                int rows_per_sample, int C);
 
 /* dout -> din (ADDED), dshift/dscale (ADDED, stride mod_stride). */
 void layernorm_modulate_backward(float *din, float *dshift, float *dscale, int mod_stride,
                                  const float *dout, const float *in, const float *mean,
-                                 const float *rstd, const float *scale, int B,
-                                 int rows_per_sample, int C);
+                                 const float *rstd, const float *scale, int B, int rows_per_sample,
+                                 int C);
 
 /* h[r] += gate[b] * x[r] (gate stride mod_stride). */
 void gate_residual_forward(float *h, const float *x, const float *gate, int mod_stride, int B,
@@ -67,8 +68,8 @@ void attention_forward(float *out, float *att, const float *qh, const float *kh,
  * scratch: attention_backward_scratch(S, dh) floats per OpenMP thread. */
 size_t attention_backward_scratch(int S, int dh);
 void attention_backward(float *dqh, float *dkh, float *dvh, float *scratch, const float *dout,
-                        const float *att, const float *qh, const float *kh, const float *vh,
-                        int B, int S, int H, int dh);
+                        const float *att, const float *qh, const float *kh, const float *vh, int B,
+                        int S, int H, int dh);
 
 void gelu_forward(float *out, const float *in, size_t n);
 /* din = dout * gelu'(in) (written). */

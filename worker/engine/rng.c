@@ -36,7 +36,10 @@ void philox4x32(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, uint32_t out[4])
 }
 
 /* 24 high bits -> [0, 1): exactly representable in float, never 1. */
-static inline float u32_to_unit(uint32_t u) { return (float)(u >> 8) * (1.0f / 16777216.0f); }
+static inline float u32_to_unit(uint32_t u)
+{
+    return (float)(u >> 8) * (1.0f / 16777216.0f);
+}
 
 void rng_uniform(Rng *r, float *out, size_t n)
 {

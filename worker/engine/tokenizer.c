@@ -5,19 +5,11 @@
 #include "tokenizer.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errbuf.h"
 
 static uint64_t hash_word(const char *w, size_t len)
 {
@@ -26,7 +18,10 @@ static uint64_t hash_word(const char *w, size_t len)
     return h;
 }
 
-static int is_word_char(int ch) { return isascii(ch) && isalnum(ch); }
+static int is_word_char(int ch)
+{
+    return isascii(ch) && isalnum(ch);
+}
 
 void vocab_free(Vocab *v)
 {
@@ -52,15 +47,16 @@ static int vocab_insert(Vocab *v, int id, const char *word, char *err, size_t er
 {
     size_t len = strlen(word);
     if (len == 0) {
-        set_err(err, errlen, "vocab: word %d is empty", id);
+        errbuf_printf(err, errlen, "vocab: word %d is empty", id);
         return -1;
     }
     if (id >= 2) {
         for (size_t i = 0; i < len; i++) {
             if (!is_word_char((unsigned char)word[i]) || isupper((unsigned char)word[i])) {
-                set_err(err, errlen,
-                        "vocab: word %d \"%s\" has a character the tokenizer never produces "
-                        "(only lower-case letters and digits)", id, word);
+                errbuf_printf(err, errlen,
+                              "vocab: word %d \"%s\" has a character the tokenizer never produces "
+                              "(only lower-case letters and digits)",
+                              id, word);
                 return -1;
             }
         }
@@ -69,7 +65,8 @@ static int vocab_insert(Vocab *v, int id, const char *word, char *err, size_t er
     size_t s = hash_word(word, len) & mask;
     for (; v->slots[s] >= 0; s = (s + 1) & mask) {
         if (strcmp(v->words[v->slots[s]], word) == 0) {
-            set_err(err, errlen, "vocab: word %d \"%s\" repeats word %d", id, word, v->slots[s]);
+            errbuf_printf(err, errlen, "vocab: word %d \"%s\" repeats word %d", id, word,
+                          v->slots[s]);
             return -1;
         }
     }
@@ -81,7 +78,7 @@ int vocab_from_words(Vocab *v, const char *const *words, int n, char *err, size_
 {
     memset(v, 0, sizeof *v);
     if (n < 2 || strcmp(words[0], "<pad>") != 0 || strcmp(words[1], "<unk>") != 0) {
-        set_err(err, errlen, "vocab: must start with \"<pad>\" (id 0) and \"<unk>\" (id 1)");
+        errbuf_printf(err, errlen, "vocab: must start with \"<pad>\" (id 0) and \"<unk>\" (id 1)");
         return -1;
     }
     v->num_slots = 16;
@@ -102,7 +99,7 @@ int vocab_from_words(Vocab *v, const char *const *words, int n, char *err, size_
     return 0;
 oom:
     vocab_free(v);
-    set_err(err, errlen, "vocab: out of memory");
+    errbuf_printf(err, errlen, "vocab: out of memory");
     return -1;
 }
 
@@ -115,7 +112,7 @@ int vocab_from_text(Vocab *v, const char *text, char *err, size_t errlen)
     if (!copy || !words) {
         free(copy);
         free(words);
-        set_err(err, errlen, "vocab: out of memory");
+        errbuf_printf(err, errlen, "vocab: out of memory");
         return -1;
     }
     int k = 0;
@@ -159,8 +156,10 @@ int tokenize(const Vocab *v, const char *text, int T, int32_t *out)
         size_t len = 0;
         int too_long = 0;
         for (; is_word_char((unsigned char)*c); c++) {
-            if (len < sizeof word) word[len++] = (char)tolower((unsigned char)*c);
-            else too_long = 1;
+            if (len < sizeof word)
+                word[len++] = (char)tolower((unsigned char)*c);
+            else
+                too_long = 1;
         }
         if (count < T) out[count] = too_long ? TOKEN_UNK : vocab_lookup(v, word, len);
         count++;
