@@ -72,6 +72,13 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libworker.a $(BUILD)/libcommo
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)
 
+# The engine's own suites link the engine core and BLAS only: proof that it needs no JSON, PNG,
+# HTTP or database library.
+ENGINE_TESTS := $(addprefix $(BUILD)/tests/,test_model test_rng)
+$(ENGINE_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libengine.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ENGINE)
+
 $(BUILD)/bench/bench_engine: $(BUILD)/tests/bench/bench_engine.o $(BUILD)/libworker.a $(BUILD)/libcommon.a $(BUILD)/libengine.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)

@@ -87,7 +87,8 @@ static int cmd_velocity(int argc, char **argv)
     const char *model_path = NULL, *inputs_path = NULL, *out_path = NULL;
     int want_grad = 0, threads = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    opterr = 0; /* our own messages, which name the program and the command */
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'i': inputs_path = optarg; break;
@@ -97,12 +98,26 @@ static int cmd_velocity(int argc, char **argv)
             if (parse_positive("--threads", optarg, &threads)) return EXIT_USAGE;
             break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return EXIT_USAGE;
+        case ':':
+            fprintf(stderr, "%s velocity: %s needs a value\n", progname, argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, "%s velocity: unknown option %s (see %s help)\n", progname,
+                    argv[optind - 1], progname);
+            return EXIT_USAGE;
         }
     }
-    if (!model_path || !inputs_path || !out_path || optind < argc) {
-        fprintf(stderr, "%s velocity: --model, --inputs and --out are required%s\n", progname,
-                optind < argc ? " (and takes no positional arguments)" : "");
+    const char *missing = !model_path    ? "--model"
+                          : !inputs_path ? "--inputs"
+                          : !out_path    ? "--out"
+                                         : NULL;
+    if (missing) {
+        fprintf(stderr, "%s velocity: %s is required\n", progname, missing);
+        return EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s velocity: unexpected argument \"%s\" (the command takes only flags)\n",
+                progname, argv[optind]);
         return EXIT_USAGE;
     }
     if (threads) engine_set_threads(threads);
