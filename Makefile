@@ -35,7 +35,7 @@ PYTHON_TORCH ?= /usr/bin/python3
 
 ENGINE_SRC := $(wildcard worker/engine/*.c)
 COMMON_SRC := $(wildcard common/*.c)
-WORKER_SRC := $(wildcard worker/*.c)
+WORKER_SRC := $(wildcard worker/*.c worker/world/*.c worker/rewards/*.c worker/runners/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_OBJ := $(filter-out $(BUILD)/worker/main.o,$(WORKER_SRC:%.c=$(BUILD)/%.o))
