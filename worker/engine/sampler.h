@@ -1,0 +1,180 @@
+/*
+ * sampler.h: flow-matching samplers of spec/algorithm.md sections 1 and 2: the shifted schedule,
+ * the deterministic ODE (Euler) step, the SDE step with its Gaussian log-probability (`flow`, as
+ * Flow-GRPO, and `dance`, as DanceGRPO), and a batched sampler that records whole trajectories for
+ * GRPO.
+ *
+ * Notation (algorithm.md): images x [S, S, C]; noise level sigma = t in [0, 1] (1 = pure noise);
+ * the model predicts the velocity v = v_theta(x_t, t, prompt); generation runs sigma_0 = 1 down
+ * to sigma_N = 0 in N transitions. Transition i maps x_i to x_{i+1} using v(x_i, sigma_i).
+ *
+ * The last transition: the image handed to rewards is x0_hat = x_{N-1} - sigma_{N-1} v, the
+ * model's clean prediction at the last step's input. For the ODE that equals x_N; for the SDE,
+ * x_N = mu + s z carries noise that never reaches the reward, so transition N-1 is recorded
+ * (x_N and its log-probability) but is NOT trainable: a trainer uses transitions 0 .. N-2
+ * (sampler_trainable_steps), index 0 = highest noise.
+ *
+ * The pieces GRPO reuses are exposed separately: sde_step_coeffs gives, for one transition, the
+ * linear form of the mean (mu = cx * x + cv * v) and the std s; sde_mean, sde_sample, sde_logp
+ * and sde_logp_grad_mu act on flat arrays. With new parameters a trainer recomputes v, then
+ * mu = sde_mean(...), logp_new = sde_logp(x_{i+1}, mu, s), and back-propagates through
+ *   d logp / d mu = (x' - mu) / (s^2 * numel),   d mu / d v = cv.
+ *
+ * Randomness comes from rng.h (Philox, counter-based), drawn for all n trajectories at once in a
+ * fixed order, so the noise does not depend on the thread count or on the model batch size:
+ *   1. the initial noise x_0 = x_1-of-flow-matching: ceil(n / g) * S*S*C normals when
+ *      trajectories share noise in groups of g, else n * S*S*C;
+ *   2. for the SDE, before each transition i = 0 .. N-1, n * S*S*C normals z_i.
+ * The ODE draws only (1). Trajectories are bit-identical for any thread count; for another model
+ * batch size they agree to float rounding (about 1e-7 relative: the GEMMs see other row counts),
+ * so a trainer that must reproduce logp_old exactly recomputes with the rollout's batching.
+ *
+ * Memory: sampler_new and trajectory_new allocate everything; sampler_run never allocates.
+ * The engine knows nothing of JSON or files. A Sampler and a Trajectory belong to one thread at a
+ * time (the calls use OpenMP inside).
+ */
+#ifndef CHUNKGRPO_SAMPLER_H
+#define CHUNKGRPO_SAMPLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "rng.h"
+
+#define SAMPLER_MAX_STEPS 1000
+
+typedef enum { SAMPLER_ODE = 0, SAMPLER_SDE = 1 } SamplerKind;
+typedef enum { SDE_FLOW = 0, SDE_DANCE = 1 } SdeKind;
+
+/*
+ * The shifted schedule: s_i = 1 - i/N, sigmas[i] = shift*s_i / (1 + (shift-1)*s_i), i = 0..N
+ * (so sigmas[0] = 1, sigmas[N] = 0, strictly decreasing for shift > 0). Computed in double,
+ * stored as float. sigmas has room for steps + 1 values (caller's buffer).
+ */
+void flow_schedule(int steps, float shift, float *sigmas);
+
+/* One transition's constants. */
+typedef struct {
+    float sigma, sigma_next; /* sigma_i, sigma_{i+1} */
+    float sigma_t; /* SDE noise strength (flow: eta*sqrt(sigma/(1-sigma_g)); dance: eta) */
+    float std;     /* s = sigma_t * sqrt(sigma - sigma_next) */
+    float cx, cv;  /* mu = cx * x + cv * v */
+} SdeStep;
+
+/*
+ * The constants of transition i (0 <= i < steps) of schedule sigmas[0..steps], with
+ * h = sigma - sigma_next:
+ *   flow:  sigma_t = eta * sqrt(sigma / (1 - sigma_g)), sigma_g = sigma, except sigma_g =
+ *          sigmas[1] when sigma == 1 (the first step; guards the division)
+ *   dance: sigma_t = eta
+ *   mu = x - h * (v + sigma_t^2 / (2 sigma) * (x + (1 - sigma) v)), i.e.
+ *   cx = 1 - h sigma_t^2 / (2 sigma),  cv = -h (1 + sigma_t^2 (1 - sigma) / (2 sigma)),
+ *   std = sigma_t * sqrt(h).
+ * Everything is computed in double and rounded once. With N = 17, shift 3, eta 0.7 the flow
+ * SDE's first std is 0.700 (sigma_1 = 0.9796, sigma_t = 4.9).
+ */
+void sde_step_coeffs(const float *sigmas, int steps, int i, SdeKind kind, float eta, SdeStep *out);
+
+/* mu[k] = c->cx * x[k] + c->cv * v[k], k < n. Arrays are the caller's; mu may alias x or v. */
+void sde_mean(const SdeStep *c, const float *x, const float *v, size_t n, float *mu);
+
+/* x_next[k] = mu[k] + std * z[k]. x_next may alias mu. */
+void sde_sample(const float *mu, float std, const float *z, size_t n, float *x_next);
+
+/*
+ * The transition's log-probability: the MEAN over the n elements of
+ *   -(x_next - mu)^2 / (2 std^2) - log std - log sqrt(2 pi)
+ * (summed in double). std must be > 0.
+ */
+float sde_logp(const float *x_next, const float *mu, float std, size_t n);
+
+/*
+ * The gradient of scale * sde_logp(x_next, mu, std, n) with respect to mu, WRITTEN into dmu:
+ *   dmu[k] = scale * (x_next[k] - mu[k]) / (std^2 * n).
+ * (For the chain rule to v, multiply by SdeStep.cv.)
+ */
+void sde_logp_grad_mu(const float *x_next, const float *mu, float std, size_t n, float scale,
+                      float *dmu);
+
+/* The Euler step x_next = x - (sigma - sigma_next) * v. x_next may alias x. */
+void ode_step(const float *x, const float *v, float sigma, float sigma_next, size_t n,
+              float *x_next);
+
+/* The clean-image prediction x0_hat = x - t * v. x0 may alias x. */
+void predict_x0(const float *x, const float *v, float t, size_t n, float *x0);
+
+typedef struct {
+    int steps;        /* N transitions, 1 .. SAMPLER_MAX_STEPS (paper 17) */
+    float shift;      /* schedule shift > 0 (paper 3) */
+    SamplerKind kind; /* ODE or SDE */
+    SdeKind sde;      /* for the SDE: flow or dance */
+    float eta;        /* SDE noise strength > 0 (paper 0.7); ignored by the ODE */
+    int guidance;     /* 1: classifier-free guidance with cfg_scale; 0: conditional only */
+    float cfg_scale;  /* w: v = v_uncond + w (v_cond - v_uncond), uncond = all-PAD tokens */
+    int noise_group;  /* initial noise: 0 = independent per trajectory; g >= 1 =
+                       * init_same_noise, trajectories [k g, k g + g) share one draw
+                       * (g >= n: one draw for all) */
+} SamplerConfig;
+
+/* Paper defaults: 17 steps, shift 3, SDE flow, eta 0.7, no guidance, independent noise. */
+void sampler_config_default(SamplerConfig *c);
+
+/* Checks every field; returns 0, or -1 with a message naming the field in err. */
+int sampler_config_validate(const SamplerConfig *c, char *err, size_t errlen);
+
+/* The trainable transitions of an N-step trajectory: 0 .. N-2 (see the header comment). */
+static inline int sampler_trainable_steps(int steps)
+{
+    return steps - 1;
+}
+
+/* What a sampler run records for n trajectories of N steps (img = S*S*C floats per image).
+ * Every array is owned by the Trajectory (trajectory_free); sampler_run overwrites them all. */
+typedef struct {
+    int n, steps, text_len;
+    size_t img;      /* S*S*C */
+    float *sigmas;   /* [steps+1] the schedule used */
+    float *x;        /* [steps+1, n, img]: x[0] the initial noise, x[i+1] after transition i */
+    float *logp;     /* [steps, n] per-transition log-probability (0 for the ODE) */
+    float *x0_hat;   /* [n, img] x_{N-1} - sigma_{N-1} v: the final image, for rewards */
+    int32_t *tokens; /* [n, text_len] the prompts used (a copy) */
+} Trajectory;
+
+/* Allocates a trajectory for n >= 1 trajectories of steps >= 1 transitions of model cfg (all
+ * zero). NULL when memory runs out or a size is out of range. Free with trajectory_free. */
+Trajectory *trajectory_new(const ModelConfig *cfg, int n, int steps);
+void trajectory_free(Trajectory *t);
+
+typedef struct Sampler Sampler;
+
+/*
+ * Plans a sampler for exactly n trajectories with the model run in batches of `batch` (the
+ * Activations' batch size that sampler_run will be given). Copies *sc (validated here).
+ * Returns the plan (free with sampler_free), or NULL with a message in err (a bad field, or no
+ * memory).
+ */
+Sampler *sampler_new(const ModelConfig *cfg, const SamplerConfig *sc, int n, int batch, char *err,
+                     size_t errlen);
+void sampler_free(Sampler *s);
+
+/*
+ * Samples n trajectories: tokens [n, T] (borrowed; ids in [0, V)), noise from rng (advanced as
+ * described above), into tr (allocated for this n, steps and model). m and a are borrowed; a
+ * must have the plan's batch size and is overwritten. Guidance runs a second forward per batch.
+ * Returns 0, or -1 with a message when the arguments do not match the plan (batch, n, steps,
+ * sizes) or a token id is out of range.
+ */
+int sampler_run(Sampler *s, const Model *m, Activations *a, const int32_t *tokens, Rng *rng,
+                Trajectory *tr, char *err, size_t errlen);
+
+/*
+ * The same with explicit noise (for tests against a reference, or replaying a trajectory):
+ * x_init [n, img] is the initial noise (noise_group is then ignored), z [steps, n, img] the SDE
+ * noise of each transition (NULL for the ODE). Both borrowed.
+ */
+int sampler_run_noise(Sampler *s, const Model *m, Activations *a, const int32_t *tokens,
+                      const float *x_init, const float *z, Trajectory *tr, char *err,
+                      size_t errlen);
+
+#endif
