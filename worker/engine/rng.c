@@ -10,6 +10,10 @@
 #define PHILOX_W0 0x9E3779B9u
 #define PHILOX_W1 0xBB67AE85u
 
+/* Below this many blocks a fill runs on the calling thread: an OpenMP region costs more than
+ * the work (a few draws for chunk selection or dropout). Each element is the same either way. */
+#define RNG_PARALLEL_BLOCKS 256
+
 void rng_seed(Rng *r, uint64_t seed)
 {
     r->key = seed;
@@ -45,7 +49,7 @@ void rng_uniform(Rng *r, float *out, size_t n)
 {
     size_t blocks = (n + 3) / 4;
     uint64_t base = r->counter;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks >= RNG_PARALLEL_BLOCKS)
     for (size_t b = 0; b < blocks; b++) {
         uint32_t w[4];
         philox4x32(r->key, base + b, 0, w);
@@ -60,7 +64,7 @@ void rng_normal(Rng *r, float *out, size_t n)
      * (key, counter + i/4), whatever the thread count. */
     size_t blocks = (n + 3) / 4;
     uint64_t base = r->counter;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks >= RNG_PARALLEL_BLOCKS)
     for (size_t b = 0; b < blocks; b++) {
         uint32_t w[4];
         philox4x32(r->key, base + b, 0, w);
