@@ -3,6 +3,7 @@
 #   make test         build and run every test; ends with "N passed, N failed, N skipped"
 #   make run          the main demo job
 #   make bench-engine engine vs PyTorch (CPU) and OpenBLAS sgemm, small preset, batch 32
+#   make bench-sample SDE sampling throughput vs PyTorch, small preset, batch 32
 #   make ref          regenerate the PyTorch reference fixtures (needs python3-torch)
 #   make fuzz         fuzz the safetensors reader for FUZZ_SECONDS (libFuzzer, clang)
 #   make SANITIZE=address,undefined all     sanitizer build (in build-san/)
@@ -45,8 +46,8 @@ TEST_BINS  := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 WORKER_BIN := bin/chunkgrpo-worker
 
-.PHONY: all test sanitized-tests run bench-engine ref fuzz clean
-all: $(WORKER_BIN) $(TEST_BINS) $(BUILD)/bench/bench_engine
+.PHONY: all test sanitized-tests run bench-engine bench-sample ref fuzz clean
+all: $(WORKER_BIN) $(TEST_BINS) $(BUILD)/bench/bench_engine $(BUILD)/bench/bench_sample
 
 # The engine's elementwise loops (exp, GELU, softmax) vectorize only when the compiler may ignore
 # floating-point exception flags, which nothing here reads; results are unchanged.
@@ -113,8 +114,18 @@ run:
 bench-engine: $(BUILD)/bench/bench_engine
 	@tests/bench/bench_engine.sh $(BUILD)/bench/bench_engine $(PYTHON_TORCH)
 
+$(BUILD)/bench/bench_sample: $(BUILD)/tests/bench/bench_sample.o $(BUILD)/libengine.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ENGINE)
+
+bench-sample: $(BUILD)/bench/bench_sample
+	@tests/bench/bench_sample.sh $(BUILD)/bench/bench_sample $(PYTHON_TORCH)
+
 ref:
 	$(PYTHON_TORCH) tests/reference/make_fixtures.py --out tests/reference/fixtures
+	$(PYTHON_TORCH) tests/reference/make_adamw_fixture.py
+	$(PYTHON_TORCH) tests/reference/make_sampler_fixtures.py
+	$(PYTHON_TORCH) tests/reference/make_grpo_fixtures.py
 
 clean:
 	rm -rf build build-san bin

@@ -10,6 +10,10 @@ enum { EXIT_USAGE = 2, EXIT_BAD_INPUT = 3, EXIT_IO = 4 };
 extern const char *progname; /* "chunkgrpo-worker", for messages */
 
 int cmd_velocity(int argc, char **argv);
+int cmd_score(int argc, char **argv);  /* and cmd_render, both in cmd_score.c */
+int cmd_render(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 /* Parses a flag's value as an integer in [1, 4096]; prints a message naming the flag and
  * returns -1 otherwise. */

@@ -15,6 +15,27 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"run", cmd_run,
+     "CONFIG.json --out DIR [--resume]\n"
+     "      Runs the experiment the config describes (kind pretrain, eval or grpo), with a\n"
+     "      progress bar. Ctrl-C stops it with a checkpoint; --resume continues it exactly."},
+    {"sample", cmd_sample,
+     "--model M --prompt TEXT --out DIR [--n 8] [--steps 17] [--sampler ode|sde]\n"
+     "      [--sde flow|dance] [--eta 0.7] [--shift 3] [--seed 1] [--cfg W] [--same-noise]\n"
+     "      [--trajectory FILE.safetensors] [--batch B] [--threads N]\n"
+     "      Samples n images for the prompt (ODE by default; SDE as GRPO rolls out) and writes\n"
+     "      DIR/sample_000.png ... (each sample's x0_hat) and DIR/grid.png; --trajectory also\n"
+     "      writes x [steps+1,n,S,S,C], logp [steps,n], sigmas, x0_hat and tokens."},
+    {"score", cmd_score,
+     "--reward align (--prompt TEXT IMAGE.png... | --pairs FILE.jsonl)\n"
+     "      Scores PNG images against prompts of the shapes world; prints one JSON object per\n"
+     "      image (score in [0, 1] and the breakdown per requirement). FILE.jsonl holds lines\n"
+     "      {\"prompt\": ..., \"image\": ...}, image paths relative to the file's folder."},
+    {"render", cmd_render,
+     "(--caption TEXT | --split train|heldout|all) [--size 32] [--seed 1] [--index 0]\n"
+     "      --out FILE.png | --list train|heldout\n"
+     "      Draws the ground truth: a scene of the caption (or scene INDEX of a split of the\n"
+     "      generator) as a PNG, printing its caption; --list prints a prompt set."},
     {"velocity", cmd_velocity,
      "--model M.safetensors --inputs IN.safetensors --out OUT.safetensors [--grad] [--threads N]\n"
      "      Runs the model on x F32 [B,S,S,C], t F32 [B], tokens I32 [B,T] from IN and writes\n"

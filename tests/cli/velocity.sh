@@ -10,8 +10,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 
-WORKER=${WORKER:-bin/chunkgrpo-worker}
-PYTHON=${PYTHON:-python3}
+. tests/cli/lib.bash
 ST=tests/cli/st_compare.py
 FIX=tests/reference/fixtures
 MODEL=$FIX/tiny_model.safetensors
@@ -22,10 +21,6 @@ LIMIT=60 # seconds per command; the tiny model takes well under one
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/velocity.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
 
-passed=0 failed=0 skipped=0
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1"; shift; printf '  %s\n' "$@"; }
-skip() { skipped=$((skipped + 1)); echo "SKIP $1"; echo "  skipped: $2"; }
 
 # Runs the worker's velocity command; sets rc, and leaves stderr in $TMP/stderr.
 velocity() {
@@ -231,5 +226,4 @@ else
     fail "output path that is a directory" "exit $rc (expected 4); $(ls -d "$TMP"/a_directory* | tr '\n' ' '); stderr: $(err_text)"
 fi
 
-echo "velocity: $passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+summary velocity

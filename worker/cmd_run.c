@@ -1,0 +1,170 @@
+/*
+ * cmd_run.c: `chunkgrpo-worker run CONFIG.json --out DIR [--resume]`, the standalone runner of
+ * an experiment (without a server): validates the config, runs the experiment kind it names, and
+ * draws a progress bar with an ETA on a terminal (a line per 10% otherwise). SIGINT or SIGTERM
+ * stops the run at the end of the current step with a checkpoint, so `--resume` continues it
+ * exactly; a second signal ends the process at once.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "config.h"
+#include "runners/eval.h"
+#include "runners/grpo_runner.h"
+#include "runners/pretrain.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    stop_requested = 1;
+    signal(sig, SIG_DFL); /* a second signal is not caught */
+}
+
+typedef struct {
+    const char *metric; /* what the per-step value is: "loss", "reward" */
+    int tty;
+    double sec_per_step; /* smoothed, for the ETA */
+    int last_decile;
+} Progress;
+
+static void format_duration(char *buf, size_t len, double s)
+{
+    if (s >= 3600)
+        snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else
+        snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)s % 60);
+}
+
+static void show_progress(void *ctx, int64_t step, int64_t total, double loss, double lr,
+                          double sec_per_step)
+{
+    Progress *p = ctx;
+    p->sec_per_step =
+        p->sec_per_step > 0 ? 0.9 * p->sec_per_step + 0.1 * sec_per_step : sec_per_step;
+    char eta[32];
+    format_duration(eta, sizeof eta, p->sec_per_step * (double)(total - step));
+    int pct = (int)(100 * step / total);
+    if (p->tty) {
+        char bar[31];
+        int fill = (int)(30 * step / total);
+        for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr, "\r%lld/%lld [%s] %3d%% %s %.4f lr %.2e %.3f s/step ETA %s  ",
+                (long long)step, (long long)total, bar, pct, p->metric, loss, lr, p->sec_per_step,
+                eta);
+        if (step == total) fputc('\n', stderr);
+    } else if (pct / 10 != p->last_decile || step == total) {
+        p->last_decile = pct / 10;
+        fprintf(stderr, "step %lld/%lld (%d%%) %s %.4f lr %.2e %.3f s/step ETA %s\n",
+                (long long)step, (long long)total, pct, p->metric, loss, lr, p->sec_per_step, eta);
+    }
+}
+
+static int run_pretrain(const void *cfg, const char *out, int resume, Progress *p, char *err,
+                        size_t errlen)
+{
+    return pretrain_run(cfg, out, resume, &stop_requested, show_progress, p, err, errlen);
+}
+
+static int run_grpo(const void *cfg, const char *out, int resume, Progress *p, char *err,
+                    size_t errlen)
+{
+    return grpo_run(cfg, out, resume, &stop_requested, show_progress, p, err, errlen);
+}
+
+static int run_eval(const void *cfg, const char *out, int resume, Progress *p, char *err,
+                    size_t errlen)
+{
+    (void)resume, (void)p; /* an evaluation is short and simply runs again */
+    return eval_run(cfg, out, err, errlen);
+}
+
+/* The experiment kinds this worker runs: their config tables and runners. */
+typedef struct {
+    const char *name;
+    const ConfigField *fields;
+    const int *field_count;
+    int (*run)(const void *cfg, const char *out, int resume, Progress *p, char *err, size_t errlen);
+} RunnerKind;
+
+static const RunnerKind kinds[] = {
+    {"pretrain", pretrain_fields, &pretrain_field_count, run_pretrain},
+    {"eval", eval_fields, &eval_field_count, run_eval},
+    {"grpo", grpo_fields, &grpo_field_count, run_grpo},
+};
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"out", required_argument, 0, 'o'},
+        {"resume", no_argument, 0, 'r'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *out = NULL;
+    int resume = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'r': resume = 1; break;
+        case 'h': printf("usage: %s run CONFIG.json --out DIR [--resume]\n", progname); return 0;
+        case ':':
+            fprintf(stderr, "%s run: %s needs a value\n", progname, argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, "%s run: unknown option %s\n", progname, argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1 || !out) {
+        fprintf(stderr, "%s run: usage: %s run CONFIG.json --out DIR [--resume]\n", progname,
+                progname);
+        return EXIT_USAGE;
+    }
+    char err[1024];
+    union {
+        PretrainConfig pretrain;
+        EvalConfig eval;
+        GrpoRunConfig grpo;
+    } cfg;
+    json_t *root = config_load_file(argv[optind], err, sizeof err);
+    if (!root) {
+        fprintf(stderr, "%s: %s\n", progname, err);
+        return EXIT_BAD_INPUT;
+    }
+    const char *kind = json_string_value(json_object_get(root, "kind"));
+    int rc = EXIT_BAD_INPUT;
+    const RunnerKind *k = NULL;
+    for (size_t i = 0; kind && i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(kinds[i].name, kind) == 0) k = &kinds[i];
+    if (!k) {
+        fprintf(
+            stderr, "%s: %s: config.kind: %s%s%s is not one of \"pretrain\" \"eval\" \"grpo\"\n",
+            progname, argv[optind], kind ? "\"" : "", kind ? kind : "missing", kind ? "\"" : "");
+    } else if (config_parse(root, k->name, k->fields, *k->field_count, &cfg, err, sizeof err)) {
+        fprintf(stderr, "%s: %s: %s\n", progname, argv[optind], err);
+    } else {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        Progress p = {.metric = strcmp(k->name, "grpo") == 0 ? "reward" : "loss",
+                      .tty = isatty(STDERR_FILENO),
+                      .last_decile = -1};
+        int r = k->run(&cfg, out, resume, &p, err, sizeof err);
+        if (r < 0)
+            fprintf(stderr, "%s: %s\n", progname, err);
+        else if (r == 1)
+            fprintf(stderr,
+                    "\nstopped with a checkpoint; continue with: %s run %s --out %s --resume\n",
+                    progname, argv[optind], out);
+        rc = r < 0 ? EXIT_BAD_INPUT : r == 1 ? 130 : 0;
+    }
+    json_decref(root);
+    return rc;
+}

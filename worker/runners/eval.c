@@ -1,0 +1,300 @@
+/*
+ * eval.c: the evaluation runner. See eval.h.
+ */
+#include "runners/eval.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "model.h"
+#include "ops.h"
+#include "png.h"
+#include "rewards/align.h"
+#include "runners/runner_util.h"
+#include "sampler.h"
+#include "tokenizer.h"
+#include "world/shapes.h"
+
+#define F(name, type, lo, hi, def, doc)                                                            \
+    {                                                                                              \
+#name, type, offsetof(EvalConfig, name), lo, hi, def, NULL, doc                            \
+    }
+static const char *const prompt_sets[] = {"heldout", "train", NULL};
+static const char *const sde_kinds[] = {"flow", "dance", NULL};
+
+const ConfigField eval_fields[] = {
+    {"model", CONFIG_STRING, offsetof(EvalConfig, model), 0, 0,
+     "\"models/shapes-small.safetensors\"", NULL, "the checkpoint to evaluate"},
+    {"prompts", CONFIG_STRING, offsetof(EvalConfig, prompts), 0, 0, "\"heldout\"", prompt_sets,
+     "prompt set (docs/prompts.md)"},
+    F(max_prompts, CONFIG_INT, 0, 100000, "0", "use the first N prompts of the set; 0 = all"),
+    F(ode_seeds, CONFIG_INT, 0, 64, "4", "ODE samples per prompt (seeds 0..N-1); 0 skips"),
+    F(sde_prompts, CONFIG_INT, 0, 100000, "32", "prompts in the SDE group pass; 0 skips"),
+    F(group_size, CONFIG_INT, 2, 64, "8", "SDE samples per prompt (a GRPO group)"),
+    F(same_noise, CONFIG_BOOL, 0, 0, "false",
+      "SDE groups share their initial noise (init_same_noise; the paper's groups do)"),
+    F(steps, CONFIG_INT, 1, SAMPLER_MAX_STEPS, "17", "sampling steps (paper 17)"),
+    F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
+    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
+    {"sde", CONFIG_STRING, offsetof(EvalConfig, sde), 0, 0, "\"flow\"", sde_kinds,
+     "SDE kind of the group pass"},
+    F(cfg_scale, CONFIG_FLOAT, 0, 100, "1", "classifier-free guidance scale; 1 = none"),
+    F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "noise seed of both passes"),
+    F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
+    F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
+    F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
+};
+const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
+#undef F
+
+typedef struct {
+    double sum;
+    int count;
+} Mean;
+
+/* Mean score per requirement kind ("object", "count", ...), in first-seen order. */
+typedef struct {
+    const char *kind[ALIGN_MAX_REQUIREMENTS + 4];
+    Mean mean[ALIGN_MAX_REQUIREMENTS + 4];
+    int n;
+} KindMeans;
+
+static void kind_add(KindMeans *k, const AlignResult *r)
+{
+    for (int i = 0; i < r->num_requirements; i++) {
+        int j = 0;
+        while (j < k->n && strcmp(k->kind[j], r->req[i].kind) != 0) j++;
+        if (j == k->n) {
+            if (k->n == (int)(sizeof k->kind / sizeof k->kind[0])) continue;
+            k->kind[k->n++] = r->req[i].kind;
+        }
+        k->mean[j].sum += r->req[i].score;
+        k->mean[j].count++;
+    }
+}
+
+static json_t *kind_json(const KindMeans *k)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < k->n; i++)
+        json_object_set_new(o, k->kind[i], json_real(k->mean[i].sum / k->mean[i].count));
+    return o;
+}
+
+/* Samples tokens [n, T] with the given sampler settings and scores every final image. */
+static int sample_and_score(const Model *m, const SamplerConfig *sc, const int32_t *tokens,
+                            const char *const *prompt_of, int n, int batch, uint64_t seed,
+                            Trajectory **out_tr, AlignResult *results, char *err, size_t errlen)
+{
+    const ModelConfig *mc = &m->cfg;
+    if (batch > n) batch = n;
+    Sampler *s = sampler_new(mc, sc, n, batch, err, errlen);
+    Activations *a = acts_new(mc, batch);
+    Trajectory *tr = trajectory_new(mc, n, sc->steps);
+    int rc = -1;
+    if (!s || !a || !tr) {
+        if (s) snprintf(err, errlen, "out of memory for %d samples", n);
+        goto done;
+    }
+    Rng rng;
+    rng_seed(&rng, seed);
+    if (sampler_run(s, m, a, tokens, &rng, tr, err, errlen)) goto done;
+    int failed = 0;
+#pragma omp parallel
+    {
+        AlignWorkspace *ws = align_workspace_new(mc->image_size);
+        char e[256];
+#pragma omp for schedule(dynamic, 4)
+        for (int i = 0; i < n; i++) {
+            if (!ws || align_score(ws, prompt_of[i], tr->x0_hat + i * tr->img, mc->image_size,
+                                   &results[i], e, sizeof e)) {
+#pragma omp atomic write
+                failed = 1;
+            }
+        }
+        align_workspace_free(ws);
+    }
+    if (failed) {
+        snprintf(err, errlen, "scoring failed (a prompt outside the shapes grammar, or no memory)");
+        goto done;
+    }
+    rc = 0;
+    *out_tr = tr;
+    tr = NULL;
+done:
+    trajectory_free(tr);
+    acts_free(a);
+    sampler_free(s);
+    return rc;
+}
+
+static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_or_member,
+                       const AlignResult *r)
+{
+    json_t *o = json_object(), *reqs = json_array();
+    json_object_set_new(o, "pass", json_string(pass));
+    json_object_set_new(o, "prompt", json_string(prompt));
+    json_object_set_new(o, strcmp(pass, "ode") ? "member" : "seed", json_integer(seed_or_member));
+    json_object_set_new(o, "align", json_real(r->score));
+    for (int i = 0; i < r->num_requirements; i++) {
+        json_t *q = json_object();
+        json_object_set_new(q, "kind", json_string(r->req[i].kind));
+        json_object_set_new(q, "target", json_string(r->req[i].target));
+        json_object_set_new(q, "score", json_real(r->req[i].score));
+        json_array_append_new(reqs, q);
+    }
+    json_object_set_new(o, "requirements", reqs);
+    char *line = json_dumps(o, JSON_COMPACT);
+    fprintf(f, "%s\n", line);
+    free(line);
+    json_decref(o);
+}
+
+int eval_model(const Model *m, const Vocab *vocab, const EvalConfig *c, const char *out,
+               json_t *report, char *err, size_t errlen)
+{
+    if (make_dirs(out, err, errlen)) return -1;
+    const ModelConfig *mc = &m->cfg;
+    int T = mc->text_len, np;
+    const char *const *prompts =
+        world_prompts(strcmp(c->prompts, "train") == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, &np);
+    if (c->max_prompts && c->max_prompts < np) np = c->max_prompts;
+
+    char path[PATH_BUF + 64];
+    snprintf(path, sizeof path, "%s/samples.jsonl", out);
+    FILE *log = fopen(path, "w");
+    int rc = -1;
+    int n_ode = np * c->ode_seeds;
+    int n_sde = (c->sde_prompts < np ? c->sde_prompts : np) * c->group_size;
+    int n_max = n_ode > n_sde ? n_ode : n_sde;
+    int32_t *tokens = malloc((size_t)(n_max ? n_max : 1) * T * sizeof *tokens);
+    const char **prompt_of = malloc((size_t)(n_max ? n_max : 1) * sizeof *prompt_of);
+    AlignResult *res = malloc((size_t)(n_max ? n_max : 1) * sizeof *res);
+    Trajectory *tr = NULL;
+    if (!log || !tokens || !prompt_of || !res) {
+        snprintf(err, errlen, "%s: cannot write, or out of memory", path);
+        goto done;
+    }
+    json_object_set_new(report, "model", json_string(c->model));
+    json_object_set_new(report, "prompt_set", json_string(c->prompts));
+    json_object_set_new(report, "world", json_string(WORLD_VERSION));
+    json_object_set_new(report, "prompts", json_integer(np));
+
+    SamplerConfig sc;
+    sampler_config_default(&sc);
+    sc.steps = c->steps;
+    sc.shift = (float)c->shift;
+    sc.eta = (float)c->eta;
+    sc.sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW;
+    sc.guidance = c->cfg_scale != 1.0;
+    sc.cfg_scale = (float)c->cfg_scale;
+
+    if (n_ode) { /* seed-major, so seed k is one sampler run over all prompts */
+        sc.kind = SAMPLER_ODE;
+        KindMeans kinds = {0};
+        double sum = 0;
+        for (int k = 0; k < c->ode_seeds; k++) {
+            for (int i = 0; i < np; i++) {
+                tokenize(vocab, prompts[i], T, tokens + i * T);
+                prompt_of[i] = prompts[i];
+            }
+            if (sample_and_score(m, &sc, tokens, prompt_of, np, c->batch,
+                                 (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
+                goto done;
+            for (int i = 0; i < np; i++) {
+                sum += res[i].score;
+                kind_add(&kinds, &res[i]);
+                log_sample(log, "ode", prompts[i], k, &res[i]);
+            }
+            if (k == 0 && c->grid_images) {
+                snprintf(path, sizeof path, "%s/ode_grid.png", out);
+                int g = c->grid_images < np ? c->grid_images : np;
+                if (png_write_grid(path, tr->x0_hat, g, mc->image_size, mc->channels, 8, 2, err,
+                                   errlen))
+                    goto done;
+            }
+            trajectory_free(tr);
+            tr = NULL;
+        }
+        json_t *o = json_object();
+        json_object_set_new(o, "align_mean", json_real(sum / n_ode));
+        json_object_set_new(o, "samples", json_integer(n_ode));
+        json_object_set_new(o, "seeds", json_integer(c->ode_seeds));
+        json_object_set_new(o, "by_requirement", kind_json(&kinds));
+        json_object_set_new(report, "ode", o);
+    }
+    if (n_sde) {
+        int G = c->group_size, groups = n_sde / G;
+        sc.kind = SAMPLER_SDE;
+        sc.noise_group = c->same_noise ? G : 0;
+        for (int i = 0; i < n_sde; i++) {
+            prompt_of[i] = prompts[i / G];
+            tokenize(vocab, prompt_of[i], T, tokens + i * T);
+        }
+        if (sample_and_score(m, &sc, tokens, prompt_of, n_sde, c->batch,
+                             (uint64_t)c->seed * 1000 + 999, &tr, res, err, errlen))
+            goto done;
+        double sum = 0, std_sum = 0;
+        int tied = 0;
+        KindMeans kinds = {0};
+        for (int g = 0; g < groups; g++) {
+            double mean = 0, var = 0, lo = 1e9, hi = -1e9;
+            for (int j = 0; j < G; j++) {
+                const AlignResult *r = &res[g * G + j];
+                mean += r->score;
+                lo = fmin(lo, r->score), hi = fmax(hi, r->score);
+                kind_add(&kinds, r);
+                log_sample(log, "sde", prompt_of[g * G], j, r);
+            }
+            mean /= G;
+            for (int j = 0; j < G; j++) var += pow(res[g * G + j].score - mean, 2);
+            std_sum += sqrt(var / (G - 1)); /* unbiased, as GRPO's advantage uses */
+            sum += mean;
+            tied += hi - lo < 1e-6;
+        }
+        snprintf(path, sizeof path, "%s/sde_groups.png", out);
+        int rows = groups < 8 ? groups : 8;
+        if (png_write_grid(path, tr->x0_hat, rows * G, mc->image_size, mc->channels, G, 2, err,
+                           errlen))
+            goto done;
+        json_t *o = json_object();
+        json_object_set_new(o, "align_mean", json_real(sum / groups));
+        json_object_set_new(o, "within_group_std", json_real(std_sum / groups));
+        json_object_set_new(o, "tied_group_fraction", json_real((double)tied / groups));
+        json_object_set_new(o, "groups", json_integer(groups));
+        json_object_set_new(o, "group_size", json_integer(G));
+        json_object_set_new(o, "sde", json_string(c->sde));
+        json_object_set_new(o, "eta", json_real(c->eta));
+        json_object_set_new(o, "by_requirement", kind_json(&kinds));
+        json_object_set_new(report, "sde", o);
+    }
+    snprintf(path, sizeof path, "%s/eval.json", out);
+    char *text = json_dumps(report, JSON_INDENT(2));
+    rc = write_file_atomic(path, text, strlen(text), err, errlen);
+    free(text);
+done:
+    if (log) fclose(log);
+    trajectory_free(tr);
+    free(tokens);
+    free(prompt_of);
+    free(res);
+    return rc;
+}
+
+int eval_run(const EvalConfig *c, const char *out, char *err, size_t errlen)
+{
+    engine_set_threads(c->threads ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+    Model m;
+    Vocab vocab;
+    if (checkpoint_load(c->model, &m, &vocab, NULL, err, errlen)) return -1;
+    json_t *report = json_object();
+    int rc = eval_model(&m, &vocab, c, out, report, err, errlen);
+    json_decref(report);
+    vocab_free(&vocab);
+    model_free(&m);
+    return rc;
+}

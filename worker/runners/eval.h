@@ -1,0 +1,45 @@
+/*
+ * eval.h: `kind: "eval"`, scoring a checkpoint on a fixed prompt set with fixed seeds.
+ *
+ * Two passes, both on the same prompts and noise every time they run:
+ *   ODE: every prompt with `ode_seeds` seeds, deterministic sampling: the mean align reward (the
+ *        paper's evaluation protocol, algorithm.md section 7);
+ *   SDE: `sde_prompts` prompts, `group_size` samples each, as GRPO samples its groups: the mean
+ *        reward, the mean within-group standard deviation and the fraction of groups whose
+ *        rewards are all equal (GRPO learns nothing from those).
+ * Output folder: eval.json (the figures, per requirement kind too), samples.jsonl (every image's
+ * prompt, seed, score and breakdown), ode_grid.png, sde_groups.png (a group per row).
+ */
+#ifndef CHUNKGRPO_EVAL_H
+#define CHUNKGRPO_EVAL_H
+
+#include "config.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "runners/pretrain.h"
+
+typedef struct {
+    char model[CONFIG_STRING_MAX];
+    char prompts[CONFIG_STRING_MAX];
+    int max_prompts, ode_seeds, sde_prompts, group_size, same_noise;
+    int steps;
+    double shift, eta, cfg_scale;
+    char sde[CONFIG_STRING_MAX];
+    int64_t seed;
+    int batch, threads, grid_images;
+} EvalConfig;
+
+extern const ConfigField eval_fields[];
+extern const int eval_field_count;
+
+/* Loads cfg->model and evaluates it into out_dir. Returns 0, or -1 with a message in err. */
+int eval_run(const EvalConfig *cfg, const char *out_dir, char *err, size_t errlen);
+
+/* Evaluates a model already in memory (cfg->model is only reported) into out_dir, adding the
+ * figures to report (the object also written as out_dir/eval.json): "ode": {"align_mean", ...},
+ * "sde": {"align_mean", "within_group_std", "tied_group_fraction", ...}. m and vocab are
+ * borrowed. Returns 0, or -1 with a message in err. */
+int eval_model(const Model *m, const Vocab *vocab, const EvalConfig *cfg, const char *out_dir,
+               json_t *report, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,703 @@
+/*
+ * grpo_runner.c: the GRPO / Chunk-GRPO runner. See grpo_runner.h and spec/algorithm.md
+ * sections 3 to 6.
+ */
+#include "runners/grpo_runner.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "adamw.h"
+#include "checkpoint.h"
+#include "grpo.h"
+#include "model.h"
+#include "ops.h"
+#include "png.h"
+#include "rewards/align.h"
+#include "runners/eval.h"
+#include "runners/runner_util.h"
+#include "sampler.h"
+#include "tokenizer.h"
+#include "world/shapes.h"
+
+#define F(name, type, lo, hi, def, doc)                                                            \
+    {                                                                                              \
+#name, type, offsetof(GrpoRunConfig, name), lo, hi, def, NULL, doc                         \
+    }
+static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
+static const char *const sde_kinds[] = {"flow", "dance", NULL};
+
+const ConfigField grpo_fields[] = {
+    {"model", CONFIG_STRING, offsetof(GrpoRunConfig, model), 0, 0,
+     "\"models/shapes-small.safetensors\"", NULL, "the base model to fine-tune"},
+    {"method", CONFIG_STRING, offsetof(GrpoRunConfig, method), 0, 0, "\"chunk_grpo\"", methods,
+     "grpo: step level (every chunk one transition); chunk_grpo: the chunks below"},
+    {"chunks", CONFIG_STRING, offsetof(GrpoRunConfig, chunks), 0, 0, "\"auto\"", NULL,
+     "chunk_grpo's chunks over the steps-1 trainable transitions, high noise first: sizes "
+     "\"2,3,4,7\", \"uniform:K\", \"auto\" (optimal segmentation of the base model's profile "
+     "into chunk_count chunks) or \"dynamic\" (re-profiled every profile_every iterations)"},
+    F(chunk_count, CONFIG_INT, 1, 1000, "4", "K for auto and dynamic (paper: 4 chunks)"),
+    F(profile_every, CONFIG_INT, 1, 1000000, "20", "iterations between profiles (dynamic)"),
+    F(weighted_sampling, CONFIG_BOOL, 0, 0, "false",
+      "draw the trained chunks with probability proportional to their relative-L1 dynamics "
+      "(algorithm.md section 6) instead of uniformly"),
+    F(train_fraction, CONFIG_FLOAT, 0.01, 1, "0.5",
+      "fraction of a trajectory's chunks (steps for grpo) trained; paper: 2 of 4, 8 of 16"),
+    F(seed, CONFIG_INT64, 0, 9007199254740991.0, "1", "prompts, noise and chunk choices"),
+    F(iterations, CONFIG_INT, 1, 1000000, "100", "rollout + update rounds"),
+    F(prompts_per_iter, CONFIG_INT, 1, 4096, "4", "prompts per iteration, one group each"),
+    F(group_size, CONFIG_INT, 2, 256, "8",
+      "trajectories per prompt (paper 12); 8 keeps an iteration of 4 prompts at 32 images"),
+    F(same_noise, CONFIG_BOOL, 0, 0, "true",
+      "a group's trajectories share the initial noise (the paper's setting); variety then "
+      "comes from the SDE noise alone"),
+    F(steps, CONFIG_INT, 2, SAMPLER_MAX_STEPS, "17", "sampling steps (paper 17)"),
+    F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
+    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
+    {"sde", CONFIG_STRING, offsetof(GrpoRunConfig, sde), 0, 0, "\"flow\"", sde_kinds,
+     "flow (Flow-GRPO) or dance (DanceGRPO) SDE"},
+    F(clip_eps, CONFIG_FLOAT, 0, 1, "1e-3",
+      "ratio clip range; the paper's 5e-5 was set for a 12B model and full-resolution images; at "
+      "our scale ratios move more per update (algorithm.md section 3 suggests trying 1e-3)"),
+    F(adv_clip, CONFIG_FLOAT, 0, 1000, "5", "advantages are clamped to [-adv_clip, adv_clip]"),
+    F(lr, CONFIG_FLOAT, 0, 1, "3e-5",
+      "AdamW learning rate; a prototype here found 1e-5 moved nothing in 100 iterations and 1e-4 "
+      "gained but speckled the images"),
+    F(beta1, CONFIG_FLOAT, 0, 0.999999, "0.9", "AdamW first-moment decay"),
+    F(beta2, CONFIG_FLOAT, 0, 0.999999, "0.999", "AdamW second-moment decay"),
+    F(eps, CONFIG_FLOAT, 0, 1, "1e-8", "AdamW epsilon"),
+    F(weight_decay, CONFIG_FLOAT, 0, 1, "1e-4", "decoupled weight decay (paper 1e-4)"),
+    F(grad_clip, CONFIG_FLOAT, 0, 1e9, "1.0",
+      "global gradient-norm clip; the paper's 0.01 is for a 12B model's gradients"),
+    F(kl_coef, CONFIG_FLOAT, 0, 1e6, "0",
+      "weight of the KL to the frozen base model (Flow-GRPO style); 0 = off (paper)"),
+    F(eval_every, CONFIG_INT, 0, 1000000, "10",
+      "iterations between held-out evaluations; 0 = end only"),
+    F(eval_prompts, CONFIG_INT, 1, 100000, "64", "held-out prompts evaluated (ODE)"),
+    F(eval_seeds, CONFIG_INT, 1, 64, "2", "seeds per held-out prompt"),
+    F(checkpoint_every, CONFIG_INT, 1, 1000000, "10", "iterations between checkpoints"),
+    F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept"),
+    F(batch, CONFIG_INT, 1, 4096, "32", "model batch size for rollouts and training"),
+    F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
+};
+const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
+#undef F
+
+/* Everything a run holds, allocated before the first iteration. */
+typedef struct {
+    const GrpoRunConfig *c;
+    Model model, ref;
+    int has_ref;
+    Vocab vocab;
+    AdamW opt;
+    Rng rng;
+    Sampler *sampler;
+    Trajectory *tr;
+    Activations *acts, *ref_acts;
+    GrpoWorkspace *ws;
+    AlignWorkspace **align_ws; /* one per thread */
+    int threads;
+    Chunking chunks;
+    int n, trainable, n_train;
+    const char *const *prompts;
+    int num_prompts;
+    int *prompt_index;    /* [P] */
+    int32_t *tokens;      /* [n, T] */
+    float *rewards, *adv; /* [n] */
+    float *curve;         /* [n, trainable] relative L1 per step */
+    float *weights;       /* [n, chunks] */
+    int *chosen;          /* [n, n_train] */
+    GrpoItem *items;      /* [G * n_train] */
+    int *item_chunk;      /* [G * n_train] the chunk index of each item */
+    GrpoItemStats *stats; /* [n * n_train] */
+    float *ratio_of;      /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
+} Run;
+
+static void run_free(Run *r)
+{
+    sampler_free(r->sampler);
+    trajectory_free(r->tr);
+    acts_free(r->acts);
+    acts_free(r->ref_acts);
+    grpo_workspace_free(r->ws);
+    if (r->align_ws)
+        for (int i = 0; i < r->threads; i++) align_workspace_free(r->align_ws[i]);
+    free(r->align_ws);
+    free(r->prompt_index), free(r->tokens), free(r->rewards), free(r->adv), free(r->curve);
+    free(r->weights), free(r->chosen), free(r->items), free(r->item_chunk), free(r->stats);
+    free(r->ratio_of);
+    adamw_free(&r->opt);
+    vocab_free(&r->vocab);
+    if (r->has_ref) model_free(&r->ref);
+    model_free(&r->model);
+}
+
+/* Relative L1 of every transition i < trainable of trajectory b: mean|x_{i+1} - x_i| /
+ * mean|x_i| (algorithm.md section 5). */
+static void l1rel_curve(const Trajectory *tr, int b, int trainable, float *curve)
+{
+    for (int i = 0; i < trainable; i++) {
+        const float *x = tr->x + ((size_t)i * tr->n + b) * tr->img;
+        const float *y = tr->x + ((size_t)(i + 1) * tr->n + b) * tr->img;
+        double d = 0, s = 0;
+        for (size_t k = 0; k < tr->img; k++) d += fabsf(y[k] - x[k]), s += fabsf(x[k]);
+        curve[i] = (float)(s > 0 ? d / s : 0);
+    }
+}
+
+/* Sampler noise for profiling and rollouts come from the run's RNG; the profile of `auto` and
+ * `dynamic` samples the current policy on the first prompts with its own stream, so that it
+ * does not depend on when it runs. Sets r->chunks from the mean curve of r->n trajectories. */
+static int profile_chunks(Run *r, int iteration, char *err, size_t errlen)
+{
+    const ModelConfig *mc = &r->model.cfg;
+    int T = mc->text_len;
+    for (int i = 0; i < r->n; i++)
+        tokenize(&r->vocab, r->prompts[i % r->num_prompts], T, r->tokens + i * T);
+    Rng prof;
+    rng_seed(&prof, (uint64_t)r->c->seed * 7919 + (uint64_t)iteration);
+    if (sampler_run(r->sampler, &r->model, r->acts, r->tokens, &prof, r->tr, err, errlen))
+        return -1;
+    float *mean = calloc((size_t)r->trainable, sizeof *mean);
+    if (!mean) return -1;
+    for (int b = 0; b < r->n; b++) {
+        l1rel_curve(r->tr, b, r->trainable, r->curve + (size_t)b * r->trainable);
+        for (int i = 0; i < r->trainable; i++) mean[i] += r->curve[b * r->trainable + i] / r->n;
+    }
+    int rc = chunking_optimal(mean, r->trainable, r->c->chunk_count, &r->chunks, err, errlen);
+    free(mean);
+    return rc;
+}
+
+/* Parses cfg->chunks (or the method) into r->chunks; auto and dynamic profile the model. */
+static int setup_chunks(Run *r, int iteration, char *err, size_t errlen)
+{
+    const GrpoRunConfig *c = r->c;
+    if (strcmp(c->method, "grpo") == 0) {
+        int sizes[SAMPLER_MAX_STEPS];
+        for (int i = 0; i < r->trainable; i++) sizes[i] = 1;
+        return chunking_from_sizes(sizes, r->trainable, r->trainable, &r->chunks, err, errlen);
+    }
+    if (strcmp(c->chunks, "auto") == 0 || strcmp(c->chunks, "dynamic") == 0)
+        return profile_chunks(r, iteration, err, errlen);
+    if (strncmp(c->chunks, "uniform:", 8) == 0) {
+        char *end;
+        long k = strtol(c->chunks + 8, &end, 10);
+        if (*end || k < 1 || k > r->trainable) {
+            snprintf(err, errlen, "config.chunks: \"%s\": K must be 1..%d", c->chunks,
+                     r->trainable);
+            return -1;
+        }
+        return chunking_uniform((int)k, r->trainable, &r->chunks, err, errlen);
+    }
+    int sizes[SAMPLER_MAX_STEPS], k = 0;
+    for (const char *p = c->chunks; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > SAMPLER_MAX_STEPS || k == SAMPLER_MAX_STEPS ||
+            (*end && *end != ',')) {
+            snprintf(err, errlen,
+                     "config.chunks: \"%s\" is not sizes like \"2,3,4,7\", \"uniform:K\", "
+                     "\"auto\" or \"dynamic\"",
+                     c->chunks);
+            return -1;
+        }
+        sizes[k++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    char inner[256];
+    if (chunking_from_sizes(sizes, k, r->trainable, &r->chunks, inner, sizeof inner)) {
+        snprintf(err, errlen, "config.chunks: %s", inner);
+        return -1;
+    }
+    return 0;
+}
+
+static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    if (checkpoint_load(c->model, &r->model, &r->vocab, NULL, err, errlen)) return -1;
+    const ModelConfig *mc = &r->model.cfg;
+    if (c->kl_coef > 0) {
+        Vocab v2;
+        if (checkpoint_load(c->model, &r->ref, &v2, NULL, err, errlen)) return -1;
+        vocab_free(&v2);
+        r->has_ref = 1;
+    }
+    r->prompts = world_prompts(PROMPTS_TRAIN, &r->num_prompts);
+    int P = c->prompts_per_iter, G = c->group_size;
+    r->n = P * G;
+    r->trainable = c->steps - 1;
+    AdamWConfig oc = {.lr = (float)c->lr,
+                      .beta1 = (float)c->beta1,
+                      .beta2 = (float)c->beta2,
+                      .eps = (float)c->eps,
+                      .weight_decay = (float)c->weight_decay,
+                      .grad_clip = (float)c->grad_clip};
+    rng_seed(&r->rng, (uint64_t)c->seed);
+    SamplerConfig sc;
+    sampler_config_default(&sc);
+    sc.kind = SAMPLER_SDE;
+    sc.steps = c->steps;
+    sc.shift = (float)c->shift;
+    sc.eta = (float)c->eta;
+    sc.sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW;
+    sc.noise_group = c->same_noise ? G : 0;
+    int batch = c->batch < r->n ? c->batch : r->n;
+    if (batch < r->trainable) batch = r->trainable; /* the largest chunk must fit one call */
+    if (!(r->sampler = sampler_new(mc, &sc, r->n, batch, err, errlen))) return -1;
+    r->threads = omp_get_max_threads();
+    int T = mc->text_len, K = r->trainable; /* at most `trainable` chunks */
+    r->tr = trajectory_new(mc, r->n, c->steps);
+    r->acts = acts_new(mc, batch);
+    r->ref_acts = r->has_ref ? acts_new(mc, batch) : NULL;
+    r->ws = grpo_workspace_new(mc, batch);
+    r->align_ws = calloc((size_t)r->threads, sizeof *r->align_ws);
+    r->prompt_index = malloc((size_t)P * sizeof(int));
+    r->tokens = malloc((size_t)r->n * T * sizeof(int32_t));
+    r->rewards = malloc((size_t)r->n * sizeof(float));
+    r->adv = malloc((size_t)r->n * sizeof(float));
+    r->curve = malloc((size_t)r->n * K * sizeof(float));
+    r->weights = malloc((size_t)r->n * K * sizeof(float));
+    r->chosen = malloc((size_t)r->n * K * sizeof(int));
+    r->items = malloc((size_t)G * K * sizeof(GrpoItem));
+    r->item_chunk = malloc((size_t)G * K * sizeof(int));
+    r->stats = malloc((size_t)r->n * K * sizeof(GrpoItemStats));
+    r->ratio_of = malloc((size_t)r->n * K * sizeof(float));
+    if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || !r->acts ||
+        (r->has_ref && !r->ref_acts) || !r->ws || !r->align_ws || !r->prompt_index || !r->tokens ||
+        !r->rewards || !r->adv || !r->curve || !r->weights || !r->chosen || !r->items ||
+        !r->stats || !r->ratio_of)
+        goto oom;
+    for (int i = 0; i < r->threads; i++)
+        if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory for %d trajectories of %d steps", r->n, c->steps);
+    return -1;
+}
+
+/* What one iteration measured. */
+typedef struct {
+    double t_sample, t_reward, t_opt;
+    double reward_mean, reward_std, reward_min, reward_max;
+    double adv_mean, adv_std, adv_abs_max;
+    int tied_groups;
+    int items, clipped;
+    double loss_sum, ratio_sum, ratio_min, ratio_max, k3_sum, kl_sum;
+    double grad_norm_sum;
+    double chunk_ratio_sum[GRPO_MAX_CHUNKS], chunk_ratio_min[GRPO_MAX_CHUNKS],
+        chunk_ratio_max[GRPO_MAX_CHUNKS];
+    int chunk_items[GRPO_MAX_CHUNKS];
+} IterStats;
+
+static void add_item_stats(IterStats *st, int chunk, const GrpoItemStats *s)
+{
+    double r = s->ratio;
+    st->items++;
+    st->clipped += s->clipped;
+    st->loss_sum += s->loss;
+    st->ratio_sum += r;
+    st->ratio_min = fmin(st->ratio_min, r);
+    st->ratio_max = fmax(st->ratio_max, r);
+    st->k3_sum += (r - 1.0) - log(r); /* approximate KL(old || new), never negative */
+    st->kl_sum += s->kl;
+    st->chunk_ratio_sum[chunk] += r;
+    st->chunk_ratio_min[chunk] = st->chunk_items[chunk] ? fmin(st->chunk_ratio_min[chunk], r) : r;
+    st->chunk_ratio_max[chunk] = st->chunk_items[chunk] ? fmax(st->chunk_ratio_max[chunk], r) : r;
+    st->chunk_items[chunk]++;
+}
+
+/* Trains the chosen chunks of group g's trajectories and takes one AdamW step. Items are packed
+ * into model calls of at most `batch` rows; items with advantage 0 carry no policy gradient and
+ * are skipped unless the KL term needs them. */
+static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
+{
+    const GrpoRunConfig *c = r->c;
+    int G = c->group_size, batch = acts_batch(r->acts), n_items = 0;
+    for (int j = 0; j < G; j++) {
+        int b = g * G + j;
+        for (int k = 0; k < r->n_train; k++) {
+            int ch = r->chosen[b * r->trainable + k];
+            r->ratio_of[b * r->trainable + ch] = NAN;
+            if (r->adv[b] == 0.0f && c->kl_coef == 0) continue;
+            r->items[n_items] = (GrpoItem){.traj = b,
+                                           .start = r->chunks.start[ch],
+                                           .size = r->chunks.size[ch],
+                                           .advantage = r->adv[b]};
+            r->item_chunk[n_items] = ch;
+            n_items++;
+        }
+    }
+    GrpoConfig gc = {.clip_eps = (float)c->clip_eps,
+                     .sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW,
+                     .eta = (float)c->eta,
+                     .kl_coef = (float)c->kl_coef};
+    float scale = 1.0f / (float)(G * r->n_train);
+    model_zero_grad(&r->model);
+    for (int first = 0; first < n_items;) {
+        int last = first, rows = 0;
+        while (last < n_items && rows + r->items[last].size <= batch) rows += r->items[last++].size;
+        if (grpo_items_backward(r->ws, &r->model, r->acts, r->has_ref ? &r->ref : NULL, r->ref_acts,
+                                r->tr, &gc, r->items + first, last - first, scale, r->stats + first,
+                                err, errlen))
+            return -1;
+        first = last;
+    }
+    for (int i = 0; i < n_items; i++) {
+        int ch = r->item_chunk[i];
+        add_item_stats(st, ch, &r->stats[i]);
+        r->ratio_of[r->items[i].traj * r->trainable + ch] = r->stats[i].ratio;
+    }
+    st->grad_norm_sum += adamw_step(&r->opt, r->model.params, r->model.grads);
+    return 0;
+}
+
+static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
+{
+    const GrpoRunConfig *c = r->c;
+    const ModelConfig *mc = &r->model.cfg;
+    int P = c->prompts_per_iter, G = c->group_size, T = mc->text_len, n = r->n;
+    memset(st, 0, sizeof *st);
+    st->ratio_min = INFINITY, st->ratio_max = -INFINITY;
+
+    double t0 = omp_get_wtime();
+    float u[4096];
+    rng_uniform(&r->rng, u, (size_t)P);
+    for (int p = 0; p < P; p++) {
+        r->prompt_index[p] = (int)(u[p] * r->num_prompts) % r->num_prompts;
+        for (int j = 0; j < G; j++)
+            tokenize(&r->vocab, r->prompts[r->prompt_index[p]], T, r->tokens + (p * G + j) * T);
+    }
+    if (sampler_run(r->sampler, &r->model, r->acts, r->tokens, &r->rng, r->tr, err, errlen))
+        return -1;
+    double t1 = omp_get_wtime();
+
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 2)
+    for (int b = 0; b < n; b++) {
+        AlignResult res;
+        char e[256];
+        if (align_score(r->align_ws[omp_get_thread_num()], r->prompts[r->prompt_index[b / G]],
+                        r->tr->x0_hat + (size_t)b * r->tr->img, mc->image_size, &res, e,
+                        sizeof e)) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            r->rewards[b] = res.score;
+        }
+    }
+    if (failed) {
+        snprintf(err, errlen, "the align reward failed on a rollout image");
+        return -1;
+    }
+    double t2 = omp_get_wtime();
+
+    double sum = 0, sq = 0;
+    st->reward_min = INFINITY, st->reward_max = -INFINITY;
+    for (int b = 0; b < n; b++) {
+        sum += r->rewards[b], sq += (double)r->rewards[b] * r->rewards[b];
+        st->reward_min = fmin(st->reward_min, r->rewards[b]);
+        st->reward_max = fmax(st->reward_max, r->rewards[b]);
+    }
+    st->reward_mean = sum / n;
+    st->reward_std = sqrt(fmax(0, sq / n - st->reward_mean * st->reward_mean));
+    st->tied_groups = grpo_advantages(r->rewards, P, G, (float)c->adv_clip, r->adv);
+    sum = sq = 0;
+    for (int b = 0; b < n; b++) {
+        sum += r->adv[b], sq += (double)r->adv[b] * r->adv[b];
+        st->adv_abs_max = fmax(st->adv_abs_max, fabsf(r->adv[b]));
+    }
+    st->adv_mean = sum / n;
+    st->adv_std = sqrt(fmax(0, sq / n - st->adv_mean * st->adv_mean));
+
+    /* chunks to train, per trajectory: uniform, or weighted by its own dynamics */
+    for (int b = 0; b < n; b++) {
+        float *curve = r->curve + (size_t)b * r->trainable;
+        float *w = NULL;
+        if (c->weighted_sampling) {
+            l1rel_curve(r->tr, b, r->trainable, curve);
+            w = r->weights + (size_t)b * r->trainable;
+            chunk_weights_from_curve(&r->chunks, curve, w);
+        }
+        if (chunk_select(&r->chunks, r->n_train, w, &r->rng,
+                         r->chosen + (size_t)b * r->trainable)) {
+            snprintf(err, errlen, "chunk selection failed for trajectory %d", b);
+            return -1;
+        }
+    }
+    for (int g = 0; g < P; g++)
+        if (train_group(r, g, st, err, errlen)) return -1;
+    double t3 = omp_get_wtime();
+    st->t_sample = t1 - t0, st->t_reward = t2 - t1, st->t_opt = t3 - t2;
+    return 0;
+}
+
+static json_t *chunk_sizes_json(const Chunking *ch)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < ch->count; i++) json_array_append_new(a, json_integer(ch->size[i]));
+    return a;
+}
+
+static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st, double eval_align)
+{
+    const GrpoRunConfig *c = r->c;
+    json_t *o = json_object();
+    int items = st->items ? st->items : 1;
+    json_object_set_new(o, "iteration", json_integer(iter));
+    json_object_set_new(o, "reward_mean", json_real(st->reward_mean));
+    json_object_set_new(o, "reward_std", json_real(st->reward_std));
+    json_object_set_new(o, "reward_min", json_real(st->reward_min));
+    json_object_set_new(o, "reward_max", json_real(st->reward_max));
+    json_object_set_new(o, "reward_align_mean", json_real(st->reward_mean));
+    json_object_set_new(o, "advantage_mean", json_real(st->adv_mean));
+    json_object_set_new(o, "advantage_std", json_real(st->adv_std));
+    json_object_set_new(o, "advantage_abs_max", json_real(st->adv_abs_max));
+    json_object_set_new(o, "tied_group_fraction",
+                        json_real((double)st->tied_groups / c->prompts_per_iter));
+    json_object_set_new(o, "loss", json_real(st->loss_sum / items));
+    json_object_set_new(o, "clip_fraction", json_real((double)st->clipped / items));
+    json_object_set_new(o, "ratio_mean", json_real(st->items ? st->ratio_sum / items : 1.0));
+    json_object_set_new(o, "ratio_min", json_real(st->items ? st->ratio_min : 1.0));
+    json_object_set_new(o, "ratio_max", json_real(st->items ? st->ratio_max : 1.0));
+    json_t *per = json_array();
+    for (int j = 0; j < r->chunks.count; j++) {
+        json_t *e = json_object();
+        int k = st->chunk_items[j];
+        json_object_set_new(e, "count", json_integer(k));
+        if (k) {
+            json_object_set_new(e, "mean", json_real(st->chunk_ratio_sum[j] / k));
+            json_object_set_new(e, "min", json_real(st->chunk_ratio_min[j]));
+            json_object_set_new(e, "max", json_real(st->chunk_ratio_max[j]));
+        }
+        json_array_append_new(per, e);
+    }
+    json_object_set_new(o, "chunk_ratio", per);
+    json_object_set_new(o, "chunks", chunk_sizes_json(&r->chunks));
+    json_object_set_new(o, "approx_kl", json_real(st->k3_sum / items));
+    json_object_set_new(o, "kl_ref", json_real(st->kl_sum / items));
+    json_object_set_new(o, "grad_norm", json_real(st->grad_norm_sum / c->prompts_per_iter));
+    json_object_set_new(o, "lr", json_real(c->lr));
+    json_object_set_new(o, "sec_sampling", json_real(st->t_sample));
+    json_object_set_new(o, "sec_reward", json_real(st->t_reward));
+    json_object_set_new(o, "sec_optimize", json_real(st->t_opt));
+    double total = st->t_sample + st->t_reward + st->t_opt;
+    json_object_set_new(o, "images_per_sec", json_real(total > 0 ? r->n / total : 0));
+    if (!isnan(eval_align)) json_object_set_new(o, "eval_align", json_real(eval_align));
+    char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
+    fprintf(f, "%s\n", line);
+    fflush(f);
+    free(line);
+    json_decref(o);
+}
+
+/* groups/iter-NNNNNNN.png and .json: group 0's images, rewards, advantages, chunk ratios. */
+static int write_group_view(const Run *r, const char *out, int iter, char *err, size_t errlen)
+{
+    const ModelConfig *mc = &r->model.cfg;
+    int G = r->c->group_size;
+    char path[PATH_BUF + 64];
+    snprintf(path, sizeof path, "%s/groups", out);
+    if (make_dirs(path, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/groups/iter-%07d.png", out, iter);
+    if (png_write_grid(path, r->tr->x0_hat, G, mc->image_size, mc->channels, G, 2, err, errlen))
+        return -1;
+    json_t *o = json_object(), *members = json_array();
+    json_object_set_new(o, "iteration", json_integer(iter));
+    json_object_set_new(o, "prompt", json_string(r->prompts[r->prompt_index[0]]));
+    json_object_set_new(o, "chunks", chunk_sizes_json(&r->chunks));
+    for (int j = 0; j < G; j++) {
+        json_t *m = json_object(), *ratios = json_array();
+        json_object_set_new(m, "reward", json_real(r->rewards[j]));
+        json_object_set_new(m, "advantage", json_real(r->adv[j]));
+        for (int ch = 0; ch < r->chunks.count; ch++) {
+            float v = r->ratio_of[j * r->trainable + ch];
+            int trained = 0;
+            for (int k = 0; k < r->n_train; k++) trained |= r->chosen[j * r->trainable + k] == ch;
+            json_array_append_new(ratios, trained && !isnan(v) ? json_real(v) : json_null());
+        }
+        json_object_set_new(m, "chunk_ratio", ratios);
+        json_array_append_new(members, m);
+    }
+    json_object_set_new(o, "members", members);
+    json_object_set_new(o, "rewards_all_equal",
+                        json_boolean(r->c->group_size > 1 && r->adv[0] == 0 && r->adv[1] == 0));
+    char *text = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(7));
+    snprintf(path, sizeof path, "%s/groups/iter-%07d.json", out, iter);
+    int rc = write_file_atomic(path, text, strlen(text), err, errlen);
+    free(text);
+    json_decref(o);
+    return rc;
+}
+
+/* Held-out ODE evaluation of the current policy into eval/iter-NNNNNNN; returns its mean. */
+static double evaluate(Run *r, const char *out, int iter, char *err, size_t errlen)
+{
+    const GrpoRunConfig *c = r->c;
+    EvalConfig ec;
+    memset(&ec, 0, sizeof ec);
+    snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d)", c->model, iter);
+    snprintf(ec.prompts, sizeof ec.prompts, "heldout");
+    snprintf(ec.sde, sizeof ec.sde, "flow");
+    ec.max_prompts = c->eval_prompts;
+    ec.ode_seeds = c->eval_seeds;
+    ec.steps = c->steps;
+    ec.shift = c->shift;
+    ec.eta = c->eta;
+    ec.cfg_scale = 1;
+    ec.group_size = 2;
+    ec.batch = c->batch;
+    ec.grid_images = 32;
+    char dir[PATH_BUF + 64];
+    snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
+    json_t *report = json_object();
+    double mean = NAN;
+    if (eval_model(&r->model, &r->vocab, &ec, dir, report, err, errlen) == 0)
+        mean = json_real_value(json_object_get(json_object_get(report, "ode"), "align_mean"));
+    json_decref(report);
+    return mean;
+}
+
+static int save_checkpoint(Run *r, const char *out, int iter, char *err, size_t errlen)
+{
+    char dir[PATH_BUF], path[PATH_BUF + 64];
+    snprintf(dir, sizeof dir, "%s/checkpoints/step-%07d", out, iter);
+    if (make_dirs(dir, err, errlen)) return -1;
+    CheckpointInfo info = {.step = iter};
+    snprintf(info.experiment, sizeof info.experiment, "grpo");
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (checkpoint_save(path, &r->model, &r->vocab, &info, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    if (train_state_save(path, &r->opt, &r->rng, iter, err, errlen)) return -1;
+    char sizes[4 * GRPO_MAX_CHUNKS + 8];
+    size_t used = 0;
+    for (int i = 0; i < r->chunks.count; i++)
+        used += (size_t)snprintf(sizes + used, sizeof sizes - used, "%s%d", i ? "," : "",
+                                 r->chunks.size[i]);
+    snprintf(path, sizeof path, "%s/chunks.txt", dir);
+    if (write_file_atomic(path, sizes, used, err, errlen)) return -1;
+    char name[32];
+    snprintf(name, sizeof name, "step-%07d", iter);
+    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
+    if (write_file_atomic(path, name, strlen(name), err, errlen)) return -1;
+    prune_checkpoints(out, r->c->keep_checkpoints);
+    return 0;
+}
+
+/* Restores the newest checkpoint; returns its iteration, or -1. */
+static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
+{
+    char path[PATH_BUF + 64], name[64], dir[PATH_BUF], sizes[4 * GRPO_MAX_CHUNKS + 8];
+    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
+    if (read_small_file(path, name, sizeof name, err, errlen)) return -1;
+    snprintf(dir, sizeof dir, "%s/checkpoints/%s", out, name);
+    Model m;
+    Vocab v;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (checkpoint_load(path, &m, &v, NULL, err, errlen)) return -1;
+    int ok = m.num_params == r->model.num_params;
+    if (ok) memcpy(r->model.params, m.params, m.num_params * sizeof(float));
+    vocab_free(&v);
+    model_free(&m);
+    if (!ok) {
+        snprintf(err, errlen, "%s: not the size of config.model", path);
+        return -1;
+    }
+    int64_t iter;
+    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    if (train_state_load(path, &r->opt, &r->rng, &iter, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/chunks.txt", dir);
+    if (read_small_file(path, sizes, sizeof sizes, err, errlen)) return -1;
+    int list[GRPO_MAX_CHUNKS], k = 0;
+    for (char *p = sizes; *p && k < GRPO_MAX_CHUNKS;) {
+        list[k++] = (int)strtol(p, &p, 10);
+        if (*p == ',') p++;
+    }
+    if (chunking_from_sizes(list, k, r->trainable, &r->chunks, err, errlen)) return -1;
+    return (int)iter;
+}
+
+int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_atomic_t *stop,
+             ProgressFn progress, void *progress_ctx, char *err, size_t errlen)
+{
+    if (strlen(out) > PATH_BUF - 128) {
+        snprintf(err, errlen, "--out: the folder name is too long");
+        return -1;
+    }
+    engine_set_threads(c->threads ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+    if (make_dirs(out, err, errlen) || settle_config("grpo", grpo_fields, grpo_field_count, c,
+                                                     "iterations", out, resume, err, errlen))
+        return -1;
+    Run r;
+    FILE *metrics = NULL;
+    int rc = -1, start = 0;
+    if (run_setup(&r, c, err, errlen)) goto done;
+    char latest[PATH_BUF + 64];
+    snprintf(latest, sizeof latest, "%s/checkpoints/latest", out);
+    if (resume && access(latest, F_OK) == 0) {
+        if ((start = load_checkpoint(&r, out, err, errlen)) < 0) goto done;
+    } else if (setup_chunks(&r, 0, err, errlen)) {
+        goto done;
+    }
+    r.n_train = (int)lround(c->train_fraction * r.chunks.count);
+    if (r.n_train < 1) r.n_train = 1;
+    if (!(metrics = metrics_open(out, "iteration", resume, start, err, errlen))) goto done;
+    if (start == 0 && c->eval_every > 0) {
+        double base = evaluate(&r, out, 0, err, errlen);
+        if (isnan(base)) goto done;
+        json_t *o = json_object();
+        json_object_set_new(o, "iteration", json_integer(0));
+        json_object_set_new(o, "eval_align", json_real(base));
+        json_object_set_new(o, "chunks", chunk_sizes_json(&r.chunks));
+        char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
+        fprintf(metrics, "%s\n", line);
+        fflush(metrics);
+        free(line);
+        json_decref(o);
+    }
+    for (int it = start; it < c->iterations; it++) {
+        int dynamic = strcmp(c->method, "chunk_grpo") == 0 && strcmp(c->chunks, "dynamic") == 0;
+        if (dynamic && it > 0 && it % c->profile_every == 0) {
+            if (profile_chunks(&r, it, err, errlen)) goto done;
+            r.n_train = (int)lround(c->train_fraction * r.chunks.count);
+            if (r.n_train < 1) r.n_train = 1;
+        }
+        IterStats st;
+        if (iteration(&r, &st, err, errlen)) goto done;
+        int done_iters = it + 1;
+        double eval_align = NAN;
+        if ((c->eval_every > 0 && done_iters % c->eval_every == 0) || done_iters == c->iterations) {
+            eval_align = evaluate(&r, out, done_iters, err, errlen);
+            if (isnan(eval_align)) goto done;
+        }
+        write_metrics(metrics, &r, done_iters, &st, eval_align);
+        if (write_group_view(&r, out, done_iters, err, errlen)) goto done;
+        if (progress)
+            progress(progress_ctx, done_iters, c->iterations, st.reward_mean, c->lr,
+                     st.t_sample + st.t_reward + st.t_opt);
+        int stopping = stop && *stop;
+        if (done_iters % c->checkpoint_every == 0 || done_iters == c->iterations || stopping)
+            if (save_checkpoint(&r, out, done_iters, err, errlen)) goto done;
+        if (stopping) {
+            rc = 1;
+            goto done;
+        }
+    }
+    {
+        char path[PATH_BUF + 64];
+        CheckpointInfo info = {.step = c->iterations};
+        snprintf(info.experiment, sizeof info.experiment, "grpo");
+        snprintf(path, sizeof path, "%s/model.safetensors", out);
+        rc = checkpoint_save(path, &r.model, &r.vocab, &info, err, errlen);
+    }
+done:
+    if (metrics) fclose(metrics);
+    run_free(&r);
+    return rc;
+}

@@ -1,0 +1,182 @@
+/*
+ * runner_util.c: see runner_util.h.
+ */
+#include "runner_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int make_dirs(const char *path, char *err, size_t errlen)
+{
+    char buf[PATH_BUF];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        snprintf(err, errlen, "%s: path too long", path);
+        return -1;
+    }
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char keep = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                snprintf(err, errlen, "%s: cannot create folder: %s", buf, strerror(errno));
+                return -1;
+            }
+            *p = keep;
+            if (!keep) break;
+        }
+    }
+    return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen)
+{
+    char tmp[PATH_BUF + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+        return -1;
+    }
+    ssize_t n = write(fd, data, len);
+    int ok = n == (ssize_t)len && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int read_small_file(const char *path, char *buf, size_t buflen, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, buflen - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ')) buf[--n] = '\0';
+    return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void prune_checkpoints(const char *out, int keep)
+{
+    char dir[PATH_BUF];
+    snprintf(dir, sizeof dir, "%s/checkpoints", out);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char *names[4096];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < 4096)
+        if (strncmp(de->d_name, "step-", 5) == 0) names[n++] = strdup(de->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, by_name); /* zero-padded: name order = step order */
+    for (int i = 0; i < n; i++) {
+        if (names[i] && i < n - keep) {
+            char sub[2 * PATH_BUF], file[3 * PATH_BUF];
+            snprintf(sub, sizeof sub, "%s/%s", dir, names[i]);
+            DIR *s = opendir(sub);
+            while (s && (de = readdir(s))) {
+                if (de->d_name[0] == '.') continue;
+                snprintf(file, sizeof file, "%s/%s", sub, de->d_name);
+                unlink(file);
+            }
+            if (s) closedir(s);
+            rmdir(sub);
+        }
+        free(names[i]);
+    }
+}
+
+FILE *metrics_open(const char *out, const char *key, int resume, long step, char *err,
+                   size_t errlen)
+{
+    char field[64];
+    snprintf(field, sizeof field, "\"%s\":", key);
+    char path[PATH_BUF];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    if (resume) {
+        FILE *in = fopen(path, "r");
+        if (in) {
+            char tmp[PATH_BUF + 8], line[8192];
+            snprintf(tmp, sizeof tmp, "%s.tmp", path);
+            FILE *keep = fopen(tmp, "w");
+            if (!keep) {
+                fclose(in);
+                snprintf(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+                return NULL;
+            }
+            while (fgets(line, sizeof line, in)) {
+                const char *s = strstr(line, field);
+                if (s && strtol(s + strlen(field), NULL, 10) > step) continue;
+                fputs(line, keep);
+            }
+            fclose(in);
+            if (fclose(keep) != 0 || rename(tmp, path) != 0) {
+                snprintf(err, errlen, "%s: cannot rewrite: %s", path, strerror(errno));
+                return NULL;
+            }
+        }
+    }
+    FILE *f = fopen(path, resume ? "a" : "w");
+    if (!f) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    return f;
+}
+
+int settle_config(const char *kind, const ConfigField *fields, int count, const void *cfg,
+                  const char *growable, const char *out, int resume, char *err, size_t errlen)
+{
+    char path[PATH_BUF];
+    json_t *now = config_to_json(kind, fields, count, cfg);
+    int rc = 0;
+    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
+    if (!resume && access(path, F_OK) == 0) {
+        snprintf(err, errlen,
+                 "%s already holds a run; resume it with --resume or choose another --out", out);
+        rc = -1;
+    }
+    snprintf(path, sizeof path, "%s/config.json", out);
+    if (rc == 0 && resume && access(path, F_OK) == 0) {
+        json_t *before = config_load_file(path, err, errlen);
+        if (!before) rc = -1;
+        const char *key;
+        json_t *v;
+        json_object_foreach(now, key, v)
+        {
+            if (rc || strcmp(key, growable) == 0) continue;
+            json_t *old = json_object_get(before, key);
+            if (!old || !json_equal(old, v)) {
+                char *a = json_dumps(v, JSON_ENCODE_ANY);
+                char *b = old ? json_dumps(old, JSON_ENCODE_ANY) : NULL;
+                snprintf(err, errlen,
+                         "config.%s is %s, but the run in %s was started with %s; only %s may "
+                         "change on resume",
+                         key, a, out, b ? b : "nothing", growable);
+                free(a), free(b);
+                rc = -1;
+            }
+        }
+        json_decref(before);
+    }
+    if (rc == 0) {
+        char *text = json_dumps(now, JSON_INDENT(2));
+        rc = write_file_atomic(path, text, strlen(text), err, errlen);
+        free(text);
+    }
+    json_decref(now);
+    return rc;
+}

@@ -1,0 +1,41 @@
+/*
+ * runner_util.h: the file handling every experiment runner shares: folders, small atomic
+ * files, checkpoint-folder pruning, and the metrics log that stays consistent across resumes.
+ */
+#ifndef CHUNKGRPO_RUNNER_UTIL_H
+#define CHUNKGRPO_RUNNER_UTIL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "config.h"
+
+#define PATH_BUF 1024
+
+/* mkdir -p. Returns 0, or -1 with a message naming the path. */
+int make_dirs(const char *path, char *err, size_t errlen);
+
+/* Writes len bytes to path.tmp, fsyncs, renames over path. Returns 0 or -1 with a message. */
+int write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+/* Reads a small text file (trailing whitespace removed) into buf. Returns 0 or -1. */
+int read_small_file(const char *path, char *buf, size_t buflen, char *err, size_t errlen);
+
+/* Removes the oldest out/checkpoints/step-* folders until `keep` remain. */
+void prune_checkpoints(const char *out, int keep);
+
+/* Writes out/config.json (the effective config of `kind`), or on resume checks the config
+ * against it: every field but `growable` (the step or iteration count, which may grow) must be
+ * what the run started with. A fresh run refuses a folder that already holds one. Returns 0, or
+ * -1 with a message naming the field. */
+int settle_config(const char *kind, const ConfigField *fields, int count, const void *cfg,
+                  const char *growable, const char *out, int resume, char *err, size_t errlen);
+
+/* Opens out/metrics.jsonl for appending. When resuming from `step`, the lines whose `key`
+ * ("step", "iteration") is later (written after that checkpoint, before the interruption) are
+ * dropped first, so the log never holds a step twice. Returns the stream, or NULL with a
+ * message. */
+FILE *metrics_open(const char *out, const char *key, int resume, long step, char *err,
+                   size_t errlen);
+
+#endif
