@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The paper's comparison on our model: base vs step-level GRPO vs Chunk-GRPO (auto chunks) vs
+# Chunk-GRPO with weighted sampling, plus the fixed-chunk ablation, same seeds and compute, each
+# scored on the held-out prompts with the ODE sampler and fixed seeds. Writes every run under
+# OUT (default var/compare) and prints the table (also OUT/table.md).
+#   deploy/experiments/compare.sh [ITERATIONS=150] [SEEDS="1 2 3"]
+# Environment: OUT, WORKER (bin/chunkgrpo-worker), BASE (models/shapes-small.safetensors),
+#              EXTRA (extra JSON fields for every GRPO run, e.g. '"lr": 5e-5').
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+iterations=${1:-150} seeds=${2:-1 2 3}
+out=${OUT:-var/compare} worker=${WORKER:-bin/chunkgrpo-worker}
+base=${BASE:-models/shapes-small.safetensors} extra=${EXTRA:-}
+mkdir -p "$out"
+
+# name | JSON fields of the run
+runs=(
+  'grpo|"method": "grpo"'
+  'chunk_grpo_auto|"method": "chunk_grpo", "chunks": "auto"'
+  'chunk_grpo_auto_weighted|"method": "chunk_grpo", "chunks": "auto", "weighted_sampling": true'
+  'chunks_2_3_4_7|"method": "chunk_grpo", "chunks": "2,3,4,7"'
+  'chunks_uniform_4|"method": "chunk_grpo", "chunks": "uniform:4"'
+  'chunks_one_16|"method": "chunk_grpo", "chunks": "16", "train_fraction": 1.0'
+)
+# the base model, evaluated exactly as the GRPO runs evaluate (same prompts, noise and batching)
+printf '{"kind": "eval", "model": "%s", "ode_seeds": 2, "max_prompts": 64, "sde_prompts": 0, "seed": 0}\n' \
+  "$base" >"$out/base.json"
+[ -f "$out/base/eval.json" ] || "$worker" run "$out/base.json" --out "$out/base"
+for seed in $seeds; do
+  for r in "${runs[@]}"; do
+    name=${r%%|*} fields=${r#*|}
+    dir=$out/$name-$seed
+    [ -f "$dir/model.safetensors" ] && continue
+    printf '{"kind": "grpo", "model": "%s", "iterations": %s, "seed": %s, "eval_every": 0, "eval_prompts": 64, "eval_seeds": 2, %s%s}\n' \
+      "$base" "$iterations" "$seed" "$fields" "${extra:+, $extra}" >"$dir.json"
+    if [ -f "$dir/checkpoints/latest" ]; then "$worker" run "$dir.json" --out "$dir" --resume
+    else "$worker" run "$dir.json" --out "$dir"; fi
+  done
+done
+python3 - "$out" "$iterations" $seeds <<'PY' | tee "$out/table.md"
+import json, statistics, sys, glob, os
+out, iters, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
+def final(path):  # the last held-out evaluation of a run folder
+    evals = sorted(glob.glob(os.path.join(path, "eval", "iter-*", "eval.json")))
+    return json.load(open(evals[-1]))["ode"]["align_mean"]
+rows = [("base model", [json.load(open(f"{out}/base/eval.json"))["ode"]["align_mean"]])]
+names = [("step-level GRPO", "grpo"), ("Chunk-GRPO (auto chunks)", "chunk_grpo_auto"),
+         ("Chunk-GRPO + weighted sampling", "chunk_grpo_auto_weighted"),
+         ("chunks [2,3,4,7]", "chunks_2_3_4_7"), ("chunks uniform 4x4", "chunks_uniform_4"),
+         ("one chunk [16]", "chunks_one_16")]
+for label, name in names:
+    vals = [final(f"{out}/{name}-{s}") for s in seeds if os.path.isdir(f"{out}/{name}-{s}/eval")]
+    if vals: rows.append((label, vals))
+b = statistics.mean(rows[0][1]); g = statistics.mean(rows[1][1]) if len(rows) > 1 else None
+print(f"held-out align (ODE, 64 prompts x 2 seeds), {iters} iterations, seeds {' '.join(seeds)}\n")
+print("| method | held-out align | spread over seeds | gain over base | relative gain |")
+print("|---|---|---|---|---|")
+for label, vals in rows:
+    m = statistics.mean(vals); sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    rel = "" if g is None or g == b or label == "base model" else f"{(m - b) / (g - b):.2f}"
+    spread = f"±{sd:.3f} (n={len(vals)})" if label != "base model" else "(deterministic)"
+    print(f"| {label} | {m:.3f} | {spread} | {m - b:+.3f} | {rel} |")
+PY
