@@ -9,18 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "model.h"
 #include "ops.h"
+#include "bench_util.h"
 #include "rng.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void print_list(const char *key, const double *v, int n)
 {
@@ -34,29 +27,32 @@ int main(int argc, char **argv)
     const char *preset = "small";
     int B = 32, runs = 10, threads = 2;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--preset")) preset = argv[i + 1];
-        else if (!strcmp(argv[i], "--batch")) B = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--preset"))
+            preset = argv[i + 1];
+        else if (!strcmp(argv[i], "--batch"))
+            B = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--runs"))
+            runs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_engine: unknown flag %s\n", argv[i]);
             return 2;
         }
     }
-    ModelConfig cfg;
-    if (model_config_preset(preset, &cfg) || B < 1 || runs < 1 || threads < 1) {
+    if (B < 1 || runs < 1 || threads < 1) {
         fprintf(stderr, "bench_engine: bad preset, batch, runs or threads\n");
         return 2;
     }
-    cfg.vocab_size = 64; /* as the PyTorch peer */
     engine_set_threads(threads);
-
     Model m;
-    if (model_init(&m, &cfg)) return 1;
     Rng r;
     rng_seed(&r, 1);
-    rng_normal(&r, m.params, m.num_params); /* non-zero everywhere: no path is skipped */
-    for (size_t i = 0; i < m.num_params; i++) m.params[i] *= 0.05f;
+    if (bench_random_model(&m, preset, &r)) {
+        fprintf(stderr, "bench_engine: unknown preset %s (or no memory)\n", preset);
+        return 2;
+    }
+    const ModelConfig cfg = m.cfg;
     size_t n = (size_t)B * cfg_image_numel(&cfg);
     float *x = malloc(n * sizeof *x), *dv = malloc(n * sizeof *dv), *v = malloc(n * sizeof *v);
     float *t = malloc((size_t)B * sizeof *t);
@@ -91,7 +87,8 @@ int main(int argc, char **argv)
      * (fc1: [B*S, d] x [d, F]): the ceiling the engine's GEMMs could reach */
     openblas_set_num_threads(threads);
     int M = B * cfg_seq_len(&cfg), K = cfg.dim, N = cfg_mlp_dim(&cfg);
-    float *A = malloc((size_t)M * K * 4), *W = malloc((size_t)N * K * 4), *C = malloc((size_t)M * N * 4);
+    float *A = malloc((size_t)M * K * 4), *W = malloc((size_t)N * K * 4),
+          *C = malloc((size_t)M * N * 4);
     rng_normal(&r, A, (size_t)M * K);
     rng_normal(&r, W, (size_t)N * K);
     double best_gemm = 1e30;

@@ -9,19 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "model.h"
 #include "ops.h"
+#include "bench_util.h"
 #include "rng.h"
 #include "sampler.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 int main(int argc, char **argv)
 {
@@ -43,20 +36,19 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    ModelConfig cfg;
-    if (model_config_preset(preset, &cfg) || B < 1 || steps < 1 || runs < 1 || threads < 1) {
+    if (B < 1 || steps < 1 || runs < 1 || threads < 1) {
         fprintf(stderr, "bench_sample: bad preset, batch, steps, runs or threads\n");
         return 2;
     }
-    cfg.vocab_size = 64; /* as the PyTorch peer */
     engine_set_threads(threads);
-
     Model m;
-    if (model_init(&m, &cfg)) return 1;
     Rng r;
     rng_seed(&r, 1);
-    rng_normal(&r, m.params, m.num_params); /* non-zero everywhere: no path is skipped */
-    for (size_t i = 0; i < m.num_params; i++) m.params[i] *= 0.05f;
+    if (bench_random_model(&m, preset, &r)) {
+        fprintf(stderr, "bench_sample: unknown preset %s (or no memory)\n", preset);
+        return 2;
+    }
+    const ModelConfig cfg = m.cfg;
 
     SamplerConfig sc;
     sampler_config_default(&sc); /* flow SDE, eta 0.7, shift 3 */

@@ -86,6 +86,22 @@ static inline int test_summary(const char *suite)
     return test_failed ? 1 : 0;
 }
 
+/* The committed PyTorch fixtures, and the bound the engine must meet against them. */
+#define FIXTURES "tests/reference/fixtures/"
+#define TOLERANCE 1e-4
+
+/* The project's relative error of a tensor against a reference: max |a - ref| / max |ref|
+ * (the absolute error when the reference is all zero), in double. */
+static inline double test_rel_err(const float *a, const float *ref, size_t n)
+{
+    double diff = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - ref[i]));
+        scale = fmax(scale, fabs((double)ref[i]));
+    }
+    return scale > 0 ? diff / scale : diff;
+}
+
 /* A private temporary folder for a suite's files: create it once in main, remove it (and its
  * files and empty subfolders) at the end. test_tmp_path returns one of four rotating buffers. */
 static char test_tmpdir[64];

@@ -28,18 +28,6 @@
 #include "test.h"
 #include "tokenizer.h"
 
-#define FIXTURES "tests/reference/fixtures/"
-#define TOLERANCE 1e-4
-
-static double rel_err(const float *a, const float *ref, size_t n)
-{
-    double diff = 0.0, scale = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - ref[i]));
-        scale = fmax(scale, fabs((double)ref[i]));
-    }
-    return scale > 0 ? diff / scale : diff;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Advantages                                                                                  */
@@ -82,11 +70,11 @@ static void test_advantages(void)
         float got[16];
         /* groups: ordinary, all equal, clipped at 1.2, nearly equal (std << 1e-8's scale) */
         CHECK(grpo_advantages(ar, 4, 4, strtof(st_meta(f, "adv.clip"), NULL), got) == 1);
-        double e = rel_err(got, ae, 16);
+        double e = test_rel_err(got, ae, 16);
         CHECK_MSG(e <= 1e-6, "advantages vs torch: relative error %.3e", e);
         CHECK(got[8] == 1.2f); /* {1, 0, 0, 0}: (1 - 1/4) / 0.5 = 1.5, clamped */
         grpo_advantages(rw, 2, 3, 5.0f, got);
-        e = rel_err(got, ra, 6);
+        e = test_rel_err(got, ra, 6);
         CHECK_MSG(e <= 1e-6, "rollout advantages vs torch: relative error %.3e", e);
     }
     st_close(f);
@@ -633,7 +621,7 @@ static double grad_err(const Model *m, const float *ref, const char **worst_name
     double worst = 0.0;
     for (int i = 0; i < m->num_tensors; i++) {
         const TensorInfo *ti = &m->tensors[i];
-        double e = rel_err(m->grads + ti->offset, ref + ti->offset, ti->numel);
+        double e = test_rel_err(m->grads + ti->offset, ref + ti->offset, ti->numel);
         if (e > worst) {
             worst = e;
             *worst_name = ti->name;
@@ -730,9 +718,9 @@ static void test_cases_against_pytorch(void)
             ratio_abs = fmax(ratio_abs, fabs((double)st[i].ratio - c.ratio[i]));
             ratio_abs = fmax(ratio_abs, fabs((double)st1[i].ratio - c.ratio[i]));
         }
-        double er = rel_err(ratio, c.ratio, (size_t)c.n_items);
-        double el = rel_err(loss, c.loss, (size_t)c.n_items);
-        double ek = rel_err(kl, c.kl, (size_t)c.n_items);
+        double er = test_rel_err(ratio, c.ratio, (size_t)c.n_items);
+        double el = test_rel_err(loss, c.loss, (size_t)c.n_items);
+        double ek = test_rel_err(kl, c.kl, (size_t)c.n_items);
         CHECK_MSG(er <= TOLERANCE, "%s: ratio relative error %.3e", c.name, er);
         CHECK_MSG(ratio_abs <= 1e-6, "%s: ratio off by %.3e", c.name, ratio_abs);
         CHECK_MSG(el <= TOLERANCE, "%s: loss relative error %.3e", c.name, el);
@@ -803,7 +791,7 @@ static void test_step_level_separately(void)
     double e_sep = 0;
     for (int i = 0; i < x.m1.num_tensors; i++) {
         const TensorInfo *ti = &x.m1.tensors[i];
-        double e = rel_err(g_grpo + ti->offset, g_sep + ti->offset, ti->numel);
+        double e = test_rel_err(g_grpo + ti->offset, g_sep + ti->offset, ti->numel);
         if (e > e_sep) e_sep = e, w = ti->name;
     }
     CHECK_MSG(e_sep <= 1e-5, "step level vs per-step computation: %s relative error %.3e", w,

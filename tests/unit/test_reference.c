@@ -14,18 +14,6 @@
 #include "test.h"
 #include "tokenizer.h"
 
-#define FIXTURES "tests/reference/fixtures/"
-#define TOLERANCE 1e-4
-
-static double rel_err(const float *a, const float *ref, size_t n)
-{
-    double diff = 0.0, scale = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - ref[i]));
-        scale = fmax(scale, fabs((double)ref[i]));
-    }
-    return scale > 0 ? diff / scale : diff;
-}
 
 static void compare_at_threads(int threads)
 {
@@ -48,7 +36,7 @@ static void compare_at_threads(int threads)
     Activations *a = acts_new(&m.cfg, B);
     model_forward(&m, a, st_get_f32(in, "x", -1, NULL, NULL, 0), st_get_f32(in, "t", -1, NULL, NULL, 0),
                   st_get_i32(in, "tokens", -1, NULL, NULL, 0), v);
-    double ev = rel_err(v, st_get_f32(ref, "v", -1, NULL, NULL, 0), n);
+    double ev = test_rel_err(v, st_get_f32(ref, "v", -1, NULL, NULL, 0), n);
     CHECK_MSG(ev <= TOLERANCE, "v: relative error %.3e", ev);
 
     model_zero_grad(&m);
@@ -64,7 +52,7 @@ static void compare_at_threads(int threads)
             CHECK_MSG(0, "%s", err);
             continue;
         }
-        double e = rel_err(m.grads + ti->offset, g, ti->numel);
+        double e = test_rel_err(m.grads + ti->offset, g, ti->numel);
         CHECK_MSG(e <= TOLERANCE, "%s: relative error %.3e", name, e);
         if (e > worst) worst = e, worst_name = ti->name;
     }

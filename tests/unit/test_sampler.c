@@ -17,18 +17,6 @@
 #include "test.h"
 #include "tokenizer.h"
 
-#define FIXTURES "tests/reference/fixtures/"
-#define TOLERANCE 1e-4
-
-static double rel_err(const float *a, const float *ref, size_t n)
-{
-    double diff = 0.0, scale = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - ref[i]));
-        scale = fmax(scale, fabs((double)ref[i]));
-    }
-    return scale > 0 ? diff / scale : diff;
-}
 
 static const float *get(const StFile *f, const char *name)
 {
@@ -49,8 +37,8 @@ static void test_schedule(void)
     const float *r17 = get(f, "schedule.17"), *r5 = get(f, "schedule.5");
     CHECK(r17 && r5);
     if (r17 && r5) {
-        CHECK(rel_err(s17, r17, 18) <= 1e-7);
-        CHECK(rel_err(s5, r5, 6) <= 1e-7);
+        CHECK(test_rel_err(s17, r17, 18) <= 1e-7);
+        CHECK(test_rel_err(s5, r5, 6) <= 1e-7);
     }
     CHECK(s17[0] == 1.0f && s17[17] == 0.0f);
     for (int i = 0; i < 17; i++) CHECK(s17[i + 1] < s17[i]);
@@ -96,8 +84,8 @@ static void test_step_against_reference(void)
                 CHECK(0);
                 continue;
             }
-            double em = rel_err(mu, rmu, n * img), es = rel_err(&st.std, rstd, 1);
-            double el = rel_err(lp, rlp, n);
+            double em = test_rel_err(mu, rmu, n * img), es = test_rel_err(&st.std, rstd, 1);
+            double el = test_rel_err(lp, rlp, n);
             CHECK_MSG(em <= TOLERANCE, "%s step %d: mu relative error %.3e", names[k], i, em);
             CHECK_MSG(es <= TOLERANCE, "%s step %d: std %.9g vs %.9g", names[k], i, st.std, *rstd);
             CHECK_MSG(el <= TOLERANCE, "%s step %d: logp relative error %.3e", names[k], i, el);
@@ -259,26 +247,26 @@ static void test_full_samples_against_reference(void)
         fprintf(stderr, "  %-9s relative error:", runs[r].name);
         snprintf(name, sizeof name, "%s.x0_hat", runs[r].name);
         if ((ref = get(f, name))) {
-            double e = rel_err(tr->x0_hat, ref, ni);
+            double e = test_rel_err(tr->x0_hat, ref, ni);
             CHECK_MSG(e <= TOLERANCE, "%s: %.3e", name, e);
             fprintf(stderr, " x0_hat %.2e", e);
         }
         snprintf(name, sizeof name, "%s.x", runs[r].name);
         if (st_find(f, name) && (ref = get(f, name))) {
-            double e = rel_err(tr->x, ref, (size_t)(N + 1) * ni);
+            double e = test_rel_err(tr->x, ref, (size_t)(N + 1) * ni);
             CHECK_MSG(e <= TOLERANCE, "%s: %.3e", name, e);
             fprintf(stderr, " x[0..%d] %.2e", N, e);
         }
         snprintf(name, sizeof name, "%s.logp", runs[r].name);
         if (st_find(f, name) && (ref = get(f, name))) {
-            double e = rel_err(tr->logp, ref, (size_t)N * n);
+            double e = test_rel_err(tr->logp, ref, (size_t)N * n);
             CHECK_MSG(e <= TOLERANCE, "%s: %.3e", name, e);
             fprintf(stderr, " logp %.2e", e);
         }
         fputc('\n', stderr);
         if (runs[r].kind == SAMPLER_ODE) {
             /* the ODE's last step lands on x0_hat; logp is 0 */
-            CHECK(rel_err(tr->x + (size_t)N * ni, tr->x0_hat, ni) <= 1e-6);
+            CHECK(test_rel_err(tr->x + (size_t)N * ni, tr->x0_hat, ni) <= 1e-6);
             for (int k = 0; k < N * n; k++) CHECK(tr->logp[k] == 0.0f);
         }
         trajectory_free(tr);
@@ -327,20 +315,20 @@ static void test_guidance_w1_and_batch_sizes(void)
     int32_t *pad = calloc((size_t)n * m.cfg.text_len, sizeof *pad);
     Trajectory *uncond = run_noise(&m, &sc, n, 2, pad, x_init, z);
     if (plain && w1 && w0 && uncond) {
-        double e = rel_err(w1->x, plain->x, (size_t)(N + 1) * ni);
+        double e = test_rel_err(w1->x, plain->x, (size_t)(N + 1) * ni);
         CHECK_MSG(e <= 1e-5, "cfg w=1 vs conditional: %.3e", e);
-        CHECK(rel_err(w1->logp, plain->logp, (size_t)N * n) <= 1e-5);
-        CHECK(rel_err(w0->x0_hat, uncond->x0_hat, ni) <= 1e-5);
-        CHECK(rel_err(w0->x0_hat, plain->x0_hat, ni) > 1e-3); /* the prompt matters */
+        CHECK(test_rel_err(w1->logp, plain->logp, (size_t)N * n) <= 1e-5);
+        CHECK(test_rel_err(w0->x0_hat, uncond->x0_hat, ni) <= 1e-5);
+        CHECK(test_rel_err(w0->x0_hat, plain->x0_hat, ni) > 1e-3); /* the prompt matters */
     }
     /* the model batch size (1, 2 = padded, 5 = all, 8 = mostly padding) changes nothing */
     int Bs[] = {1, 5, 8};
     for (size_t k = 0; plain && k < sizeof Bs / sizeof Bs[0]; k++) {
         Trajectory *t = run_noise(&m, &sc, n, Bs[k], tokens, x_init, z);
         if (!t) continue;
-        double e = rel_err(t->x, plain->x, (size_t)(N + 1) * ni);
+        double e = test_rel_err(t->x, plain->x, (size_t)(N + 1) * ni);
         CHECK_MSG(e <= 1e-5, "batch %d vs 2: %.3e", Bs[k], e);
-        CHECK(rel_err(t->logp, plain->logp, (size_t)N * n) <= 1e-5);
+        CHECK(test_rel_err(t->logp, plain->logp, (size_t)N * n) <= 1e-5);
         fprintf(stderr, "  batch %d vs batch 2: relative difference %.2e%s\n", Bs[k], e,
                 e == 0 ? " (bit-identical)" : "");
         trajectory_free(t);
