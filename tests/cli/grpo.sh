@@ -24,6 +24,7 @@ for spec in 'grpo:' 'chunk_grpo:"2,3"' 'chunk_grpo:"uniform:2"' 'chunk_grpo:"aut
     method=${spec%%:*} chunks=${spec#*:}
     extra="\"method\": \"$method\"${chunks:+, \"chunks\": $chunks, \"chunk_count\": 2, \"profile_every\": 2}"
     [ "$chunks" = '"2,3"' ] && extra="$extra, \"weighted_sampling\": true"
+    [ "$chunks" = '"uniform:2"' ] && extra="$extra, \"optimizer_step\": \"iteration\""
     name="$method ${chunks:-step level}"
     config "$TMP/c.json" 4 "$extra"
     run "$TMP/c.json" --out "$TMP/run-$method-${chunks//[^a-z0-9]/}"

@@ -30,6 +30,7 @@
     }
 static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
 static const char *const sde_kinds[] = {"flow", "dance", NULL};
+static const char *const optimizer_steps[] = {"group", "iteration", NULL};
 
 const ConfigField grpo_fields[] = {
     {"model", CONFIG_STRING, offsetof(GrpoRunConfig, model), 0, 0,
@@ -73,6 +74,10 @@ const ConfigField grpo_fields[] = {
     F(weight_decay, CONFIG_FLOAT, 0, 1, "1e-4", "decoupled weight decay (paper 1e-4)"),
     F(grad_clip, CONFIG_FLOAT, 0, 1e9, "1.0",
       "global gradient-norm clip; the paper's 0.01 is for a 12B model's gradients"),
+    {"optimizer_step", CONFIG_STRING, offsetof(GrpoRunConfig, optimizer_step), 0, 0, "\"group\"",
+     optimizer_steps,
+     "group: one AdamW step per group of G trajectories (the paper); iteration: one step over "
+     "all groups of an iteration, a gradient averaged over P times more trajectories"},
     F(kl_coef, CONFIG_FLOAT, 0, 1e6, "0",
       "weight of the KL to the frozen base model (Flow-GRPO style); 0 = off (paper)"),
     F(eval_every, CONFIG_INT, 0, 1000000, "10",
@@ -338,8 +343,11 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
                      .sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW,
                      .eta = (float)c->eta,
                      .kl_coef = (float)c->kl_coef};
-    float scale = 1.0f / (float)(G * r->n_train);
-    model_zero_grad(&r->model);
+    /* every trained chunk counts equally: the objective's 1 / (trajectories x chunks trained),
+     * over the trajectories one optimizer step accumulates */
+    int per_iteration = strcmp(c->optimizer_step, "iteration") == 0;
+    float scale = 1.0f / (float)((per_iteration ? c->prompts_per_iter : 1) * G * r->n_train);
+    if (!per_iteration || g == 0) model_zero_grad(&r->model);
     for (int first = 0; first < n_items;) {
         int last = first, rows = 0;
         while (last < n_items && rows + r->items[last].size <= batch) rows += r->items[last++].size;
@@ -354,7 +362,8 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
         add_item_stats(st, ch, &r->stats[i]);
         r->ratio_of[r->items[i].traj * r->trainable + ch] = r->stats[i].ratio;
     }
-    st->grad_norm_sum += adamw_step(&r->opt, r->model.params, r->model.grads);
+    if (!per_iteration || g == c->prompts_per_iter - 1)
+        st->grad_norm_sum += adamw_step(&r->opt, r->model.params, r->model.grads);
     return 0;
 }
 
@@ -482,7 +491,8 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st, 
     json_object_set_new(o, "chunks", chunk_sizes_json(&r->chunks));
     json_object_set_new(o, "approx_kl", json_real(st->k3_sum / items));
     json_object_set_new(o, "kl_ref", json_real(st->kl_sum / items));
-    json_object_set_new(o, "grad_norm", json_real(st->grad_norm_sum / c->prompts_per_iter));
+    int opt_steps = strcmp(c->optimizer_step, "iteration") == 0 ? 1 : c->prompts_per_iter;
+    json_object_set_new(o, "grad_norm", json_real(st->grad_norm_sum / opt_steps));
     json_object_set_new(o, "lr", json_real(c->lr));
     json_object_set_new(o, "sec_sampling", json_real(st->t_sample));
     json_object_set_new(o, "sec_reward", json_real(st->t_reward));

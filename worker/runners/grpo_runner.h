@@ -33,7 +33,9 @@ typedef struct {
     int steps;
     double shift, eta;
     char sde[CONFIG_STRING_MAX];
-    double clip_eps, adv_clip, lr, beta1, beta2, eps, weight_decay, grad_clip, kl_coef;
+    double clip_eps, adv_clip, lr, beta1, beta2, eps, weight_decay, grad_clip;
+    char optimizer_step[CONFIG_STRING_MAX];
+    double kl_coef;
     int eval_every, eval_prompts, eval_seeds, checkpoint_every, keep_checkpoints;
     int batch, threads;
 } GrpoRunConfig;
