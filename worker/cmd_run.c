@@ -16,6 +16,7 @@
 #include "runners/eval.h"
 #include "runners/grpo_runner.h"
 #include "runners/pretrain.h"
+#include "runners/profile.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -84,6 +85,13 @@ static int run_eval(const void *cfg, const char *out, int resume, Progress *p, c
     return eval_run(cfg, out, err, errlen);
 }
 
+static int run_profile(const void *cfg, const char *out, int resume, Progress *p, char *err,
+                       size_t errlen)
+{
+    (void)resume, (void)p; /* a profile is short and simply runs again */
+    return profile_run(cfg, out, err, errlen);
+}
+
 /* The experiment kinds this worker runs: their config tables and runners. */
 typedef struct {
     const char *name;
@@ -96,6 +104,7 @@ static const RunnerKind kinds[] = {
     {"pretrain", pretrain_fields, &pretrain_field_count, run_pretrain},
     {"eval", eval_fields, &eval_field_count, run_eval},
     {"grpo", grpo_fields, &grpo_field_count, run_grpo},
+    {"profile", profile_fields, &profile_field_count, run_profile},
 };
 
 int cmd_run(int argc, char **argv)
@@ -133,6 +142,7 @@ int cmd_run(int argc, char **argv)
         PretrainConfig pretrain;
         EvalConfig eval;
         GrpoRunConfig grpo;
+        ProfileConfig profile;
     } cfg;
     json_t *root = config_load_file(argv[optind], err, sizeof err);
     if (!root) {
@@ -145,9 +155,11 @@ int cmd_run(int argc, char **argv)
     for (size_t i = 0; kind && i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(kinds[i].name, kind) == 0) k = &kinds[i];
     if (!k) {
-        fprintf(
-            stderr, "%s: %s: config.kind: %s%s%s is not one of \"pretrain\" \"eval\" \"grpo\"\n",
-            progname, argv[optind], kind ? "\"" : "", kind ? kind : "missing", kind ? "\"" : "");
+        fprintf(stderr,
+                "%s: %s: config.kind: %s%s%s is not one of \"pretrain\" \"eval\" \"grpo\" "
+                "\"profile\"\n",
+                progname, argv[optind], kind ? "\"" : "", kind ? kind : "missing",
+                kind ? "\"" : "");
     } else if (config_parse(root, k->name, k->fields, *k->field_count, &cfg, err, sizeof err)) {
         fprintf(stderr, "%s: %s: %s\n", progname, argv[optind], err);
     } else {

@@ -19,8 +19,8 @@ static const struct {
 } commands[] = {
     {"run", cmd_run,
      "CONFIG.json --out DIR [--resume]\n"
-     "      Runs the experiment the config describes (kind pretrain, eval or grpo), with a\n"
-     "      progress bar. Ctrl-C stops it with a checkpoint; --resume continues it exactly."},
+     "      Runs the experiment the config describes (kind pretrain, eval, grpo or profile),\n"
+     "      with a progress bar. Ctrl-C stops it with a checkpoint; --resume continues it."},
     {"sample", cmd_sample,
      "--model M --prompt TEXT --out DIR [--n 8] [--steps 17] [--sampler ode|sde]\n"
      "      [--sde flow|dance] [--eta 0.7] [--shift 3] [--seed 1] [--cfg W] [--same-noise]\n"

@@ -46,6 +46,14 @@ printf '{"kind": "grpo", "model": "/nonexistent.safetensors"}' >"$TMP/bad.json"
 run "$TMP/bad.json" --out "$TMP/bad3"
 check "a missing base model is named" grep -qF '/nonexistent.safetensors' "$TMP/stderr"
 
+printf '{"kind": "profile", "model": "%s", "num_prompts": 4, "seeds": 2, "steps": 6, "chunk_count": 2, "max_chunks": 3, "threads": 2}' "$MODEL" >"$TMP/profile.json"
+run "$TMP/profile.json" --out "$TMP/profile"
+check "profile writes its JSON and chart" [ "$rc" -eq 0 -a -s "$TMP/profile/profile.png" ]
+check "profile proposes K chunks covering the trainable steps" [ "$($PYTHON -c "import json; r=json.load(open('$TMP/profile/profile.json')); print(len(r['chunks']), sum(r['chunks']), len(r['l1rel_mean']))")" = "2 5 5" ]
+printf '{"kind": "profile", "model": "%s", "steps": 6, "chunk_count": 9}' "$MODEL" >"$TMP/profile.json"
+run "$TMP/profile.json" --out "$TMP/profile2"
+check "profile names a chunk count above the trainable steps" grep -qF 'config.chunk_count' "$TMP/stderr"
+
 ITERS=8
 config "$TMP/a.json" $ITERS '"chunks": "2,3"'
 run "$TMP/a.json" --out "$TMP/a"

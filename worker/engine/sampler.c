@@ -399,3 +399,14 @@ int sampler_run(Sampler *s, const Model *m, Activations *a, const int32_t *token
     sampler_loop(s, m, a, tokens, NULL, rng, tr);
     return 0;
 }
+
+void trajectory_l1rel(const Trajectory *tr, int b, int count, float *curve)
+{
+    for (int i = 0; i < count; i++) {
+        const float *x = tr->x + ((size_t)i * tr->n + b) * tr->img;
+        const float *y = tr->x + ((size_t)(i + 1) * tr->n + b) * tr->img;
+        double d = 0, s = 0;
+        for (size_t k = 0; k < tr->img; k++) d += fabsf(y[k] - x[k]), s += fabsf(x[k]);
+        curve[i] = (float)(s > 0 ? d / s : 0);
+    }
+}

@@ -146,6 +146,11 @@ typedef struct {
 Trajectory *trajectory_new(const ModelConfig *cfg, int n, int steps);
 void trajectory_free(Trajectory *t);
 
+/* The relative L1 distance of the first `count` transitions of trajectory b (algorithm.md
+ * section 5): curve[i] = mean|x_{i+1} - x_i| / mean|x_i| (0 where x_i is all zero), summed in
+ * double. count <= tr->steps. */
+void trajectory_l1rel(const Trajectory *tr, int b, int count, float *curve);
+
 typedef struct Sampler Sampler;
 
 /*

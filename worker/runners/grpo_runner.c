@@ -141,19 +141,6 @@ static void run_free(Run *r)
     model_free(&r->model);
 }
 
-/* Relative L1 of every transition i < trainable of trajectory b: mean|x_{i+1} - x_i| /
- * mean|x_i| (algorithm.md section 5). */
-static void l1rel_curve(const Trajectory *tr, int b, int trainable, float *curve)
-{
-    for (int i = 0; i < trainable; i++) {
-        const float *x = tr->x + ((size_t)i * tr->n + b) * tr->img;
-        const float *y = tr->x + ((size_t)(i + 1) * tr->n + b) * tr->img;
-        double d = 0, s = 0;
-        for (size_t k = 0; k < tr->img; k++) d += fabsf(y[k] - x[k]), s += fabsf(x[k]);
-        curve[i] = (float)(s > 0 ? d / s : 0);
-    }
-}
-
 /* Sampler noise for profiling and rollouts come from the run's RNG; the profile of `auto` and
  * `dynamic` samples the current policy on the first prompts with its own stream, so that it
  * does not depend on when it runs. Sets r->chunks from the mean curve of r->n trajectories. */
@@ -170,7 +157,7 @@ static int profile_chunks(Run *r, int iteration, char *err, size_t errlen)
     float *mean = calloc((size_t)r->trainable, sizeof *mean);
     if (!mean) return -1;
     for (int b = 0; b < r->n; b++) {
-        l1rel_curve(r->tr, b, r->trainable, r->curve + (size_t)b * r->trainable);
+        trajectory_l1rel(r->tr, b, r->trainable, r->curve + (size_t)b * r->trainable);
         for (int i = 0; i < r->trainable; i++) mean[i] += r->curve[b * r->trainable + i] / r->n;
     }
     int rc = chunking_optimal(mean, r->trainable, r->c->chunk_count, &r->chunks, err, errlen);
@@ -430,7 +417,7 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
         float *curve = r->curve + (size_t)b * r->trainable;
         float *w = NULL;
         if (c->weighted_sampling) {
-            l1rel_curve(r->tr, b, r->trainable, curve);
+            trajectory_l1rel(r->tr, b, r->trainable, curve);
             w = r->weights + (size_t)b * r->trainable;
             chunk_weights_from_curve(&r->chunks, curve, w);
         }
