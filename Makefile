@@ -4,6 +4,7 @@
 #   make run          the main demo job
 #   make bench-engine engine vs PyTorch (CPU) and OpenBLAS sgemm, small preset, batch 32
 #   make bench-sample SDE sampling throughput vs PyTorch, small preset, batch 32
+#   make bench-grpo   seconds per GRPO iteration by phase vs a PyTorch iteration, same shapes
 #   make ref          regenerate the PyTorch reference fixtures (needs python3-torch)
 #   make fuzz         fuzz the safetensors reader for FUZZ_SECONDS (libFuzzer, clang)
 #   make SANITIZE=address,undefined all     sanitizer build (in build-san/)
@@ -46,7 +47,7 @@ TEST_BINS  := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 WORKER_BIN := bin/chunkgrpo-worker
 
-.PHONY: all test sanitized-tests run bench-engine bench-sample ref fuzz clean
+.PHONY: all test sanitized-tests run bench-engine bench-sample bench-grpo ref fuzz clean
 all: $(WORKER_BIN) $(TEST_BINS) $(BUILD)/bench/bench_engine $(BUILD)/bench/bench_sample
 
 # The engine's elementwise loops (exp, GELU, softmax) vectorize only when the compiler may ignore
@@ -120,6 +121,9 @@ $(BUILD)/bench/bench_sample: $(BUILD)/tests/bench/bench_sample.o $(BUILD)/libeng
 
 bench-sample: $(BUILD)/bench/bench_sample
 	@tests/bench/bench_sample.sh $(BUILD)/bench/bench_sample $(PYTHON_TORCH)
+
+bench-grpo: $(WORKER_BIN)
+	@tests/bench/bench_grpo.sh $(WORKER_BIN) $(PYTHON_TORCH)
 
 ref:
 	$(PYTHON_TORCH) tests/reference/make_fixtures.py --out tests/reference/fixtures

@@ -403,9 +403,9 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
         errbuf_printf(err, errlen, "workspace planned for another model size");
         return -1;
     }
-    if (acts_batch(a) != ws->B) {
+    if (acts_capacity(a) != ws->B) {
         errbuf_printf(err, errlen, "workspace planned for batch %d, given activations of batch %d",
-                      ws->B, acts_batch(a));
+                      ws->B, acts_capacity(a));
         return -1;
     }
     if (!(c->clip_eps >= 0.0f) || !isfinite(c->clip_eps)) {
@@ -438,10 +438,10 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
             errbuf_printf(err, errlen, "the reference model's config differs from the policy's");
             return -1;
         }
-        if (ref_acts && acts_batch(ref_acts) != ws->B) {
+        if (ref_acts && acts_capacity(ref_acts) != ws->B) {
             errbuf_printf(err, errlen,
                           "reference activations have batch %d, the workspace batch %d",
-                          acts_batch(ref_acts), ws->B);
+                          acts_capacity(ref_acts), ws->B);
             return -1;
         }
     }
@@ -526,14 +526,13 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
             sde_step_coeffs(tr->sigmas, tr->steps, k, c->sde, c->eta, &ws->coef[rows]);
         }
     }
-    if (rows < B) { /* padding: a zero image at sigma 1 with an all-PAD prompt */
-        memset(ws->x + (size_t)rows * img, 0, (size_t)(B - rows) * img * sizeof *ws->x);
-        memset(ws->tokens + (size_t)rows * T, 0, (size_t)(B - rows) * T * sizeof *ws->tokens);
-        for (int r = rows; r < B; r++) ws->t[r] = 1.0f;
-    }
+    /* the passes run exactly `rows` rows (no padding); the batch is restored before returning */
+    Activations *ref_a = ref_acts ? ref_acts : a;
+    acts_set_batch(a, rows);
+    if (use_kl) acts_set_batch(ref_a, rows);
 
     /* the reference first, so that it may borrow a before the policy's forward fills it */
-    if (use_kl) model_forward(ref, ref_acts ? ref_acts : a, ws->x, ws->t, ws->tokens, ws->v_ref);
+    if (use_kl) model_forward(ref, ref_a, ws->x, ws->t, ws->tokens, ws->v_ref);
     model_forward(m, a, ws->x, ws->t, ws->tokens, ws->v);
 
     /* per row: mu, logp_new and the KL term (mu_ref overwrites v_ref) */
@@ -587,17 +586,17 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
         }
     }
     /* every chunk clipped and no KL, or scale 0: the gradient is exactly zero */
-    if (!any_grad || scale == 0.0f) return 0;
+    if (!any_grad || scale == 0.0f) {
+        acts_set_batch(a, B);
+        if (use_kl) acts_set_batch(ref_a, B);
+        return 0;
+    }
 
         /* per row: dv = scale * cv * (dlogp * dlogp/dmu + kl_coef/size * dKL/dmu) */
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < B; r++) {
+    for (int r = 0; r < rows; r++) {
         size_t off = (size_t)r * img;
         float *dv = ws->dv + off;
-        if (r >= rows) {
-            memset(dv, 0, img * sizeof *dv);
-            continue;
-        }
         const SdeStep *st = &ws->coef[r];
         const GrpoItem *it = &items[ws->row_item[r]];
         const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
@@ -612,5 +611,7 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
         }
     }
     model_backward(m, a, ws->dv);
+    acts_set_batch(a, B);
+    if (use_kl) acts_set_batch(ref_a, B);
     return 0;
 }

@@ -198,7 +198,7 @@ void grpo_workspace_free(GrpoWorkspace *ws);
  * the gradient is exactly zero: the clip binds for every item and there is no KL term, or
  * scale == 0 (which is how to get the stats alone, e.g. ratios after an update).
  *
- * Rows past the items' total are padding (zero image, PAD prompt, zero gradient). Every item
+ * The passes run only the items' rows (acts_set_batch; the batch is restored). Every item
  * counts once in the sum whatever its size: scale is where the caller puts 1 / (G x chunks
  * trained) of the objective.
  *

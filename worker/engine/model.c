@@ -290,7 +290,8 @@ typedef struct {
 
 struct Activations {
     ModelConfig cfg;
-    int B;
+    int B;        /* rows of the next pass */
+    int capacity; /* rows planned for */
     float *arena; /* one allocation holds every buffer below */
     size_t arena_floats;
     /* forward */
@@ -325,12 +326,22 @@ int acts_batch(const Activations *a)
     return a->B;
 }
 
+int acts_capacity(const Activations *a)
+{
+    return a->capacity;
+}
+
+void acts_set_batch(Activations *a, int B)
+{
+    if (B >= 1 && B <= a->capacity) a->B = B;
+}
+
 /* Points every buffer of a into base (when base is set) and returns the floats they need, so
  * one walk both sizes and lays out the arena. */
 static size_t plan_arena(Activations *a, float *base)
 {
     const ModelConfig *c = &a->cfg;
-    size_t B = a->B, d = c->dim, F = cfg_mlp_dim(c), N = cfg_img_tokens(c), P = cfg_patch_dim(c);
+    size_t B = a->capacity, d = c->dim, F = cfg_mlp_dim(c), N = cfg_img_tokens(c), P = cfg_patch_dim(c);
     size_t S = cfg_seq_len(c), H = c->heads, dh = cfg_head_dim(c), BSd = B * S * d;
     size_t big = 3 * d > F ? 3 * d : F;
     size_t threads = 1;
@@ -399,7 +410,7 @@ Activations *acts_new(const ModelConfig *c, int B)
     Activations *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     a->cfg = *c;
-    a->B = B;
+    a->B = a->capacity = B;
     a->blocks = calloc((size_t)c->depth, sizeof *a->blocks);
     a->tokens = malloc((size_t)B * c->text_len * sizeof *a->tokens);
     a->key_mask = malloc((size_t)B * cfg_seq_len(c));

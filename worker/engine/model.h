@@ -131,7 +131,14 @@ typedef struct Activations Activations;
  * Returns NULL when memory runs out. */
 Activations *acts_new(const ModelConfig *cfg, int B);
 void acts_free(Activations *a);
+
+/* The batch size the next forward/backward use, and the one the activations were planned for.
+ * acts_set_batch lowers (or restores) the former to any B in [1, capacity]: the buffers stay,
+ * the passes simply run fewer rows (no padding rows to compute). Each row gets what it would in
+ * the full batch, to float rounding (BLAS may choose another kernel for another row count). */
 int acts_batch(const Activations *a);
+int acts_capacity(const Activations *a);
+void acts_set_batch(Activations *a, int B);
 
 /* v = model(x, t, tokens) for the batch of a:
  *   x [B, S, S, C] (channels last), t [B], tokens [B, T] (0 = PAD), v_out [B, S, S, C].
