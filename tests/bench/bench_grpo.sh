@@ -135,8 +135,8 @@ print(f"| iterations per second | {1 / e:.3f} | {1 / p:.3f} | {p / e:.2f}x | |")
 re_, rp = med(eng, "rows"), med(pt, "rows")
 tied = max(v for r in eng for v in kept(r, "tied_group_fraction"))
 print(f"\nTrained transitions per iteration (median): chunkgrpo {re_:.0f}, PyTorch {rp:.0f} (each side "
-      f"draws its own chunks at random; chunkgrpo pads every training call to {p0['batch']} rows, "
-      f"PyTorch runs only the packed rows). PyTorch training calls per iteration (median): "
+      f"draws its own chunks at random; both pack them into calls of at most {p0['batch']} rows and "
+      f"run only the packed rows). PyTorch training calls per iteration (median): "
       f"{med(pt, 'calls'):.0f}. Largest fraction of chunkgrpo groups with all-equal rewards (not "
       f"trained): {tied:.2f}. Chunk ratios seen (a check that both recompute the rollout's log-probabilities):"
       f" chunkgrpo {min(v for r in eng for v in kept(r, 'ratio_min')):.6f} to "

@@ -24,8 +24,8 @@ One iteration (spec/algorithm.md sections 2 to 4, the C runner's order and batch
             clipped loss max(-A r, -A clamp(r, 1-eps, 1+eps)), scaled by 1 / (G x chunks
             trained), one backward; after the group, global gradient-norm clip and one AdamW
             step. Items with advantage exactly 0 are skipped, as in C.
-The C engine pads every training call to `batch` rows; this peer runs only the packed rows, so it
-never does more model work than the C side for the same items (the comparison is conservative).
+Like the C engine (acts_set_batch), this peer runs only the packed rows of each training call, so
+both do the same model work for the same items.
 
 Prints one JSON line with per-iteration lists:
 {"peer":"pytorch","torch":...,"threads":...,"openblas_threads":...,"omp_wait_policy":...,
