@@ -233,12 +233,7 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
                       .grad_clip = (float)c->grad_clip};
     rng_seed(&r->rng, (uint64_t)c->seed);
     SamplerConfig sc;
-    sampler_config_default(&sc);
-    sc.kind = SAMPLER_SDE;
-    sc.steps = c->steps;
-    sc.shift = (float)c->shift;
-    sc.eta = (float)c->eta;
-    sc.sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW;
+    sampler_settings(&sc, SAMPLER_SDE, c->steps, c->shift, c->eta, c->sde);
     sc.noise_group = c->same_noise ? G : 0;
     int batch = c->batch < r->n ? c->batch : r->n;
     if (batch < r->trainable) batch = r->trainable; /* the largest chunk must fit one call */
@@ -327,7 +322,7 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
         }
     }
     GrpoConfig gc = {.clip_eps = (float)c->clip_eps,
-                     .sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW,
+                     .sde = sde_kind_named(c->sde),
                      .eta = (float)c->eta,
                      .kl_coef = (float)c->kl_coef};
     /* every trained chunk counts equally: the objective's 1 / (trajectories x chunks trained),
@@ -523,8 +518,9 @@ static int write_group_view(const Run *r, const char *out, int iter, char *err, 
         json_array_append_new(members, m);
     }
     json_object_set_new(o, "members", members);
-    json_object_set_new(o, "rewards_all_equal",
-                        json_boolean(r->c->group_size > 1 && r->adv[0] == 0 && r->adv[1] == 0));
+    int all_equal = 1;
+    for (int j = 1; j < G; j++) all_equal &= r->rewards[j] == r->rewards[0];
+    json_object_set_new(o, "rewards_all_equal", json_boolean(all_equal));
     char *text = json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(7));
     snprintf(path, sizeof path, "%s/groups/iter-%07d.json", out, iter);
     int rc = write_file_atomic(path, text, strlen(text), err, errlen);
@@ -564,8 +560,7 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
 static int save_checkpoint(Run *r, const char *out, int iter, char *err, size_t errlen)
 {
     char dir[PATH_BUF], path[PATH_BUF + 64];
-    snprintf(dir, sizeof dir, "%s/checkpoints/step-%07d", out, iter);
-    if (make_dirs(dir, err, errlen)) return -1;
+    if (checkpoint_folder_new(out, iter, dir, sizeof dir, err, errlen)) return -1;
     CheckpointInfo info = {.step = iter};
     snprintf(info.experiment, sizeof info.experiment, "grpo");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -579,21 +574,14 @@ static int save_checkpoint(Run *r, const char *out, int iter, char *err, size_t 
                                  r->chunks.size[i]);
     snprintf(path, sizeof path, "%s/chunks.txt", dir);
     if (write_file_atomic(path, sizes, used, err, errlen)) return -1;
-    char name[32];
-    snprintf(name, sizeof name, "step-%07d", iter);
-    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
-    if (write_file_atomic(path, name, strlen(name), err, errlen)) return -1;
-    prune_checkpoints(out, r->c->keep_checkpoints);
-    return 0;
+    return checkpoint_folder_publish(out, iter, r->c->keep_checkpoints, err, errlen);
 }
 
 /* Restores the newest checkpoint; returns its iteration, or -1. */
 static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
 {
-    char path[PATH_BUF + 64], name[64], dir[PATH_BUF], sizes[4 * GRPO_MAX_CHUNKS + 8];
-    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
-    if (read_small_file(path, name, sizeof name, err, errlen)) return -1;
-    snprintf(dir, sizeof dir, "%s/checkpoints/%s", out, name);
+    char path[PATH_BUF + 64], dir[PATH_BUF], sizes[4 * GRPO_MAX_CHUNKS + 8];
+    if (checkpoint_folder_latest(out, dir, sizeof dir, err, errlen)) return -1;
     Model m;
     Vocab v;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -635,9 +623,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
     FILE *metrics = NULL;
     int rc = -1, start = 0;
     if (run_setup(&r, c, err, errlen)) goto done;
-    char latest[PATH_BUF + 64];
-    snprintf(latest, sizeof latest, "%s/checkpoints/latest", out);
-    if (resume && access(latest, F_OK) == 0) {
+    if (resume && has_checkpoint(out)) {
         if ((start = load_checkpoint(&r, out, err, errlen)) < 0) goto done;
     } else if (setup_chunks(&r, 0, err, errlen)) {
         goto done;

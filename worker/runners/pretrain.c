@@ -288,8 +288,7 @@ static int save_checkpoint(Run *r, const PretrainConfig *c, const char *out, int
                            size_t errlen)
 {
     char dir[PATH_BUF], path[PATH_BUF + 64];
-    snprintf(dir, sizeof dir, "%s/checkpoints/step-%07d", out, step);
-    if (make_dirs(dir, err, errlen)) return -1;
+    if (checkpoint_folder_new(out, step, dir, sizeof dir, err, errlen)) return -1;
     CheckpointInfo info = {.step = step};
     snprintf(info.experiment, sizeof info.experiment, "pretrain");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -302,22 +301,14 @@ static int save_checkpoint(Run *r, const PretrainConfig *c, const char *out, int
     }
     snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
     if (train_state_save(path, &r->opt, &r->rng, step, err, errlen)) return -1;
-    char name[32];
-    snprintf(name, sizeof name, "step-%07d", step);
-    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
-    if (write_file_atomic(path, name, strlen(name), err, errlen)) return -1;
-    prune_checkpoints(out, c->keep_checkpoints);
-    return 0;
+    return checkpoint_folder_publish(out, step, c->keep_checkpoints, err, errlen);
 }
 
 /* Loads the newest checkpoint of out into r; returns the step it holds, or -1. */
 static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
 {
-    char path[PATH_BUF + 64], name[64];
-    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
-    if (read_small_file(path, name, sizeof name, err, errlen)) return -1;
-    char dir[PATH_BUF];
-    snprintf(dir, sizeof dir, "%s/checkpoints/%s", out, name);
+    char path[PATH_BUF + 64], dir[PATH_BUF];
+    if (checkpoint_folder_latest(out, dir, sizeof dir, err, errlen)) return -1;
     Model m;
     Vocab vocab;
     CheckpointInfo info;
@@ -388,9 +379,7 @@ int pretrain_run(const PretrainConfig *c, const char *out, int resume, volatile 
     FILE *metrics = NULL;
     int rc = -1, start = 0;
     if (run_setup(&r, c, err, errlen)) goto done;
-    char latest[PATH_BUF];
-    snprintf(latest, sizeof latest, "%s/checkpoints/latest", out);
-    if (resume && access(latest, F_OK) == 0 && (start = load_checkpoint(&r, out, err, errlen)) < 0)
+    if (resume && has_checkpoint(out) && (start = load_checkpoint(&r, out, err, errlen)) < 0)
         goto done;
     if (!(metrics = metrics_open(out, "step", resume, start, err, errlen))) goto done;
 

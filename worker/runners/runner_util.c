@@ -72,7 +72,7 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-void prune_checkpoints(const char *out, int keep)
+static void prune_checkpoints(const char *out, int keep)
 {
     char dir[PATH_BUF];
     snprintf(dir, sizeof dir, "%s/checkpoints", out);
@@ -143,8 +143,7 @@ int settle_config(const char *kind, const ConfigField *fields, int count, const 
     char path[PATH_BUF];
     json_t *now = config_to_json(kind, fields, count, cfg);
     int rc = 0;
-    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
-    if (!resume && access(path, F_OK) == 0) {
+    if (!resume && has_checkpoint(out)) {
         snprintf(err, errlen,
                  "%s already holds a run; resume it with --resume or choose another --out", out);
         rc = -1;
@@ -179,4 +178,53 @@ int settle_config(const char *kind, const ConfigField *fields, int count, const 
     }
     json_decref(now);
     return rc;
+}
+
+SdeKind sde_kind_named(const char *name)
+{
+    return strcmp(name, "dance") == 0 ? SDE_DANCE : SDE_FLOW;
+}
+
+void sampler_settings(SamplerConfig *sc, SamplerKind kind, int steps, double shift, double eta,
+                      const char *sde)
+{
+    sampler_config_default(sc);
+    sc->kind = kind;
+    sc->steps = steps;
+    sc->shift = (float)shift;
+    sc->eta = (float)eta;
+    sc->sde = sde_kind_named(sde);
+}
+
+int checkpoint_folder_new(const char *out, int step, char *dir, size_t dirlen, char *err,
+                          size_t errlen)
+{
+    snprintf(dir, dirlen, "%s/checkpoints/step-%07d", out, step);
+    return make_dirs(dir, err, errlen);
+}
+
+int checkpoint_folder_publish(const char *out, int step, int keep, char *err, size_t errlen)
+{
+    char path[PATH_BUF + 32], name[32];
+    snprintf(name, sizeof name, "step-%07d", step);
+    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
+    if (write_file_atomic(path, name, strlen(name), err, errlen)) return -1;
+    prune_checkpoints(out, keep);
+    return 0;
+}
+
+int checkpoint_folder_latest(const char *out, char *dir, size_t dirlen, char *err, size_t errlen)
+{
+    char path[PATH_BUF + 32], name[64];
+    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
+    if (read_small_file(path, name, sizeof name, err, errlen)) return -1;
+    snprintf(dir, dirlen, "%s/checkpoints/%s", out, name);
+    return 0;
+}
+
+int has_checkpoint(const char *out)
+{
+    char path[PATH_BUF + 32];
+    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
+    return access(path, F_OK) == 0;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "sampler.h"
 
 #define PATH_BUF 1024
 
@@ -21,8 +22,27 @@ int write_file_atomic(const char *path, const void *data, size_t len, char *err,
 /* Reads a small text file (trailing whitespace removed) into buf. Returns 0 or -1. */
 int read_small_file(const char *path, char *buf, size_t buflen, char *err, size_t errlen);
 
-/* Removes the oldest out/checkpoints/step-* folders until `keep` remain. */
-void prune_checkpoints(const char *out, int keep);
+/* A run's checkpoints are folders out/checkpoints/step-NNNNNNN; out/checkpoints/latest names the
+ * newest COMPLETE one, so a crash while writing a folder leaves the previous one in force.
+ *   checkpoint_folder_new:     creates the folder of `step`, its path into dir.
+ *   checkpoint_folder_publish: after every file is in it, makes it the latest and removes the
+ *                              oldest folders until `keep` remain.
+ *   checkpoint_folder_latest:  the path of the latest folder into dir.
+ *   has_checkpoint:            whether out holds a published checkpoint.
+ * Return 0, or -1 with a message in err. */
+int checkpoint_folder_new(const char *out, int step, char *dir, size_t dirlen, char *err,
+                          size_t errlen);
+int checkpoint_folder_publish(const char *out, int step, int keep, char *err, size_t errlen);
+int checkpoint_folder_latest(const char *out, char *dir, size_t dirlen, char *err, size_t errlen);
+int has_checkpoint(const char *out);
+
+/* The SDE kind a config names ("flow" or "dance"; the config table has already checked it). */
+SdeKind sde_kind_named(const char *name);
+
+/* The sampler settings every experiment kind derives from its config fields: the paper's
+ * defaults (sampler_config_default) with these set. */
+void sampler_settings(SamplerConfig *sc, SamplerKind kind, int steps, double shift, double eta,
+                      const char *sde);
 
 /* Writes out/config.json (the effective config of `kind`), or on resume checks the config
  * against it: every field but `growable` (the step or iteration count, which may grow) must be
