@@ -41,7 +41,7 @@ static void format_duration(char *buf, size_t len, double s)
         snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
-static void show_progress(void *ctx, int64_t step, int64_t total, double loss, double lr,
+static void show_progress(void *ctx, int64_t step, int64_t total, double value, double lr,
                           double sec_per_step)
 {
     Progress *p = ctx;
@@ -56,13 +56,13 @@ static void show_progress(void *ctx, int64_t step, int64_t total, double loss, d
         for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
         bar[30] = '\0';
         fprintf(stderr, "\r%lld/%lld [%s] %3d%% %s %.4f lr %.2e %.3f s/step ETA %s  ",
-                (long long)step, (long long)total, bar, pct, p->metric, loss, lr, p->sec_per_step,
+                (long long)step, (long long)total, bar, pct, p->metric, value, lr, p->sec_per_step,
                 eta);
         if (step == total) fputc('\n', stderr);
     } else if (pct / 10 != p->last_decile || step == total) {
         p->last_decile = pct / 10;
         fprintf(stderr, "step %lld/%lld (%d%%) %s %.4f lr %.2e %.3f s/step ETA %s\n",
-                (long long)step, (long long)total, pct, p->metric, loss, lr, p->sec_per_step, eta);
+                (long long)step, (long long)total, pct, p->metric, value, lr, p->sec_per_step, eta);
     }
 }
 

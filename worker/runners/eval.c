@@ -184,12 +184,8 @@ int eval_model(const Model *m, const Vocab *vocab, const EvalConfig *c, const ch
     json_object_set_new(report, "world", json_string(WORLD_VERSION));
     json_object_set_new(report, "prompts", json_integer(np));
 
-    SamplerConfig sc;
-    sampler_config_default(&sc);
-    sc.steps = c->steps;
-    sc.shift = (float)c->shift;
-    sc.eta = (float)c->eta;
-    sc.sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW;
+    SamplerConfig sc; /* kind set per pass below */
+    sampler_settings(&sc, SAMPLER_ODE, c->steps, c->shift, c->eta, c->sde);
     sc.guidance = c->cfg_scale != 1.0;
     sc.cfg_scale = (float)c->cfg_scale;
 

@@ -42,8 +42,9 @@ extern const ConfigField pretrain_fields[];
 extern const int pretrain_field_count;
 
 /* How a run reports progress as it goes (the command line draws a bar; the server uplink will
- * stream it). Called after every step; may be NULL. */
-typedef void (*ProgressFn)(void *ctx, int64_t step, int64_t total, double loss, double lr,
+ * stream it). Called after every step with the step's headline value (pretrain: the loss; grpo:
+ * the mean reward); may be NULL. */
+typedef void (*ProgressFn)(void *ctx, int64_t step, int64_t total, double value, double lr,
                            double sec_per_step);
 
 /*

@@ -80,11 +80,7 @@ int profile_run(const ProfileConfig *c, const char *out, char *err, size_t errle
     if (c->num_prompts < np) np = c->num_prompts;
     int n = np * c->seeds, T = mc->text_len, batch = c->batch < n ? c->batch : n;
     SamplerConfig sc;
-    sampler_config_default(&sc);
-    sc.steps = c->steps;
-    sc.shift = (float)c->shift;
-    sc.eta = (float)c->eta;
-    sc.sde = strcmp(c->sde, "dance") == 0 ? SDE_DANCE : SDE_FLOW;
+    sampler_settings(&sc, SAMPLER_SDE, c->steps, c->shift, c->eta, c->sde);
     Sampler *s = sampler_new(mc, &sc, n, batch, err, errlen);
     Activations *a = acts_new(mc, batch);
     Trajectory *tr = trajectory_new(mc, n, c->steps);
