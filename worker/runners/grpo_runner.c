@@ -114,6 +114,7 @@ typedef struct {
     int32_t *tokens;      /* [n, T] */
     float *rewards, *adv; /* [n] */
     float *curve;         /* [n, trainable] relative L1 per step */
+    float *profile_mean;  /* [trainable] the mean curve of the last profile */
     float *weights;       /* [n, chunks] */
     int *chosen;          /* [n, n_train] */
     GrpoItem *items;      /* [G * n_train] */
@@ -133,6 +134,7 @@ static void run_free(Run *r)
         for (int i = 0; i < r->threads; i++) align_workspace_free(r->align_ws[i]);
     free(r->align_ws);
     free(r->prompt_index), free(r->tokens), free(r->rewards), free(r->adv), free(r->curve);
+    free(r->profile_mean);
     free(r->weights), free(r->chosen), free(r->items), free(r->item_chunk), free(r->stats);
     free(r->ratio_of);
     adamw_free(&r->opt);
@@ -154,15 +156,13 @@ static int profile_chunks(Run *r, int iteration, char *err, size_t errlen)
     rng_seed(&prof, (uint64_t)r->c->seed * 7919 + (uint64_t)iteration);
     if (sampler_run(r->sampler, &r->model, r->acts, r->tokens, &prof, r->tr, err, errlen))
         return -1;
-    float *mean = calloc((size_t)r->trainable, sizeof *mean);
-    if (!mean) return -1;
+    float *mean = r->profile_mean;
+    memset(mean, 0, (size_t)r->trainable * sizeof *mean);
     for (int b = 0; b < r->n; b++) {
         trajectory_l1rel(r->tr, b, r->trainable, r->curve + (size_t)b * r->trainable);
         for (int i = 0; i < r->trainable; i++) mean[i] += r->curve[b * r->trainable + i] / r->n;
     }
-    int rc = chunking_optimal(mean, r->trainable, r->c->chunk_count, &r->chunks, err, errlen);
-    free(mean);
-    return rc;
+    return chunking_optimal(mean, r->trainable, r->c->chunk_count, &r->chunks, err, errlen);
 }
 
 /* Parses cfg->chunks (or the method) into r->chunks; auto and dynamic profile the model. */
@@ -250,6 +250,7 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     r->rewards = malloc((size_t)r->n * sizeof(float));
     r->adv = malloc((size_t)r->n * sizeof(float));
     r->curve = malloc((size_t)r->n * K * sizeof(float));
+    r->profile_mean = malloc((size_t)K * sizeof(float));
     r->weights = malloc((size_t)r->n * K * sizeof(float));
     r->chosen = malloc((size_t)r->n * K * sizeof(int));
     r->items = malloc((size_t)G * K * sizeof(GrpoItem));
@@ -258,8 +259,8 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     r->ratio_of = malloc((size_t)r->n * K * sizeof(float));
     if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || !r->acts ||
         (r->has_ref && !r->ref_acts) || !r->ws || !r->align_ws || !r->prompt_index || !r->tokens ||
-        !r->rewards || !r->adv || !r->curve || !r->weights || !r->chosen || !r->items ||
-        !r->stats || !r->ratio_of)
+        !r->rewards || !r->adv || !r->curve || !r->profile_mean || !r->weights || !r->chosen ||
+        !r->items || !r->stats || !r->ratio_of)
         goto oom;
     for (int i = 0; i < r->threads; i++)
         if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
