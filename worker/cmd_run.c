@@ -3,7 +3,9 @@
  * an experiment (without a server): validates the config, runs the experiment kind it names, and
  * draws a progress bar with an ETA on a terminal (a line per 10% otherwise). SIGINT or SIGTERM
  * stops the run at the end of the current step with a checkpoint, so `--resume` continues it
- * exactly; a second signal ends the process at once.
+ * exactly. A second Ctrl-C (SIGINT) ends the process at once; repeated SIGTERMs do not, because
+ * supervisors often send one to the process and another to its group (coreutils `timeout` does),
+ * and those must not turn a clean stop into a kill. SIGKILL is the way to force an end.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -23,7 +25,7 @@ static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig)
 {
     stop_requested = 1;
-    signal(sig, SIG_DFL); /* a second signal is not caught */
+    if (sig == SIGINT) signal(SIGINT, SIG_DFL); /* the second Ctrl-C is not caught */
 }
 
 typedef struct {

@@ -43,7 +43,7 @@ check "loss falls" $PYTHON -c "
 import json,sys; l=[json.loads(x)['loss'] for x in open('$TMP/a/metrics.jsonl')]
 sys.exit(0 if sum(l[-20:])/20 < 0.8*sum(l[:20])/20 else 1)"
 
-# interrupt with SIGTERM (checkpoint at the current step) or SIGKILL (last periodic checkpoint),
+# interrupt with SIGTERM twice (checkpoint at the current step) or SIGKILL (last periodic checkpoint),
 # then resume: the result must equal the uninterrupted run byte for byte
 for sig in TERM KILL; do
     out=$TMP/b-$sig
@@ -51,6 +51,8 @@ for sig in TERM KILL; do
     pid=$!
     wait_for 60 test -f "$out/checkpoints/latest"
     kill -$sig $pid
+    # a second SIGTERM (as supervisors send to process and group) must not turn the stop into a kill
+    [ $sig = TERM ] && kill -TERM $pid 2>/dev/null
     { wait $pid; } 2>/dev/null # no "Killed" notice from the shell
     rc=$?
     want=130; [ $sig = KILL ] && want=137
