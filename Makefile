@@ -36,6 +36,8 @@ LIBS_COMMON := -ljansson -lpng -lm
 PYTHON_TORCH ?= /usr/bin/python3
 
 ENGINE_SRC := $(wildcard worker/engine/*.c)
+# the engine's BLAS-free core (the CUDA build links these without OpenBLAS)
+ENGINE_CORE_SRC := $(addprefix worker/engine/,model.c rng.c sampler.c grpo.c adamw.c tokenizer.c)
 COMMON_SRC := $(wildcard common/*.c)
 WORKER_SRC := $(wildcard worker/*.c worker/world/*.c worker/rewards/*.c worker/runners/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)

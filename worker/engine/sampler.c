@@ -1,12 +1,8 @@
 /*
- * sampler.c: the schedule, the ODE and SDE steps, and the batched trajectory sampler (see
- * sampler.h for the contract and algorithm.md sections 1-2 for the maths).
- *
- * The sampler loops over steps outside and model batches inside: each step's noise is drawn for
- * all n trajectories at once (so it is independent of the batch size), then every batch of the
- * Activations' size runs the model on x_i and takes its transition. Full batches read x_i and the
- * tokens in place; only a final partial batch is copied into padded scratch rows (PAD prompts,
- * zero images; their outputs are discarded).
+ * sampler.c: the BLAS-free half of the samplers (see sampler.h for the contract and algorithm.md
+ * sections 1-2 for the maths): the schedule, the ODE and SDE steps with their log-probabilities,
+ * the sampler config, trajectories and their relative-L1 curves. The batched trajectory sampler,
+ * which runs the CPU model, is in sampler_cpu.c.
  */
 #include "sampler.h"
 
@@ -15,25 +11,8 @@
 #include <string.h>
 
 #include "errbuf.h"
-#include "tokenizer.h"
 
 #define LOG_SQRT_2PI 0.91893853320467274178
-
-struct Sampler {
-    SamplerConfig cfg;
-    ModelConfig mcfg;
-    int n, B;
-    size_t img;      /* S*S*C */
-    float *sigmas;   /* [steps+1] */
-    float *t;        /* [B] this step's sigma for every row */
-    float *xb;       /* [B, img] padded input of a partial batch */
-    int32_t *tokb;   /* [B, T] padded prompts of a partial batch */
-    int32_t *uncond; /* [B, T] all PAD: the unconditional branch */
-    float *v;        /* [B, img] (guided) velocity */
-    float *vu;       /* [B, img] unconditional velocity (guidance only) */
-    float *mu;       /* [B, img] SDE means of the current batch */
-    float *z;        /* [n, img] this step's noise (SDE from an Rng) */
-};
 
 void flow_schedule(int steps, float shift, float *sigmas)
 {
@@ -199,205 +178,6 @@ void trajectory_free(Trajectory *t)
     free(t->x0_hat);
     free(t->tokens);
     free(t);
-}
-
-Sampler *sampler_new(const ModelConfig *cfg, const SamplerConfig *sc, int n, int batch, char *err,
-                     size_t errlen)
-{
-    if (sampler_config_validate(sc, err, errlen) != 0) return NULL;
-    if (n < 1 || batch < 1) {
-        errbuf_printf(err, errlen, "sampler needs n >= 1 and batch >= 1 (got n %d, batch %d)", n,
-                      batch);
-        return NULL;
-    }
-    Sampler *s = calloc(1, sizeof *s);
-    if (!s) goto oom;
-    s->cfg = *sc;
-    s->mcfg = *cfg;
-    s->n = n;
-    s->B = batch;
-    s->img = cfg_image_numel(cfg);
-    size_t Bi = (size_t)batch * s->img, T = (size_t)cfg->text_len;
-    s->sigmas = malloc(((size_t)sc->steps + 1) * sizeof *s->sigmas);
-    s->t = malloc((size_t)batch * sizeof *s->t);
-    s->xb = calloc(Bi, sizeof *s->xb);
-    s->tokb = calloc((size_t)batch * T, sizeof *s->tokb);
-    s->uncond = calloc((size_t)batch * T, sizeof *s->uncond); /* TOKEN_PAD == 0 */
-    s->v = malloc(Bi * sizeof *s->v);
-    if (!s->sigmas || !s->t || !s->xb || !s->tokb || !s->uncond || !s->v) goto oom;
-    if (sc->guidance && !(s->vu = malloc(Bi * sizeof *s->vu))) goto oom;
-    if (sc->kind == SAMPLER_SDE) {
-        s->mu = malloc(Bi * sizeof *s->mu);
-        s->z = malloc((size_t)n * s->img * sizeof *s->z);
-        if (!s->mu || !s->z) goto oom;
-    }
-    flow_schedule(sc->steps, sc->shift, s->sigmas);
-    return s;
-oom:
-    sampler_free(s);
-    errbuf_printf(err, errlen, "out of memory planning a sampler for %d trajectories", n);
-    return NULL;
-}
-
-void sampler_free(Sampler *s)
-{
-    if (!s) return;
-    free(s->sigmas);
-    free(s->t);
-    free(s->xb);
-    free(s->tokb);
-    free(s->uncond);
-    free(s->v);
-    free(s->vu);
-    free(s->mu);
-    free(s->z);
-    free(s);
-}
-
-static int sampler_check(const Sampler *s, const Model *m, const Activations *a,
-                         const int32_t *tokens, const Trajectory *tr, char *err, size_t errlen)
-{
-    const ModelConfig *c = &m->cfg;
-    if (acts_batch(a) != s->B) {
-        errbuf_printf(err, errlen, "sampler planned for batch %d, given activations of batch %d",
-                      s->B, acts_batch(a));
-        return -1;
-    }
-    if (cfg_image_numel(c) != s->img || c->text_len != s->mcfg.text_len) {
-        errbuf_printf(err, errlen, "sampler planned for another model size");
-        return -1;
-    }
-    if (tr->n != s->n || tr->steps != s->cfg.steps || tr->img != s->img ||
-        tr->text_len != c->text_len) {
-        errbuf_printf(err, errlen,
-                      "trajectory holds %d x %d steps, the sampler makes %d x %d steps", tr->n,
-                      tr->steps, s->n, s->cfg.steps);
-        return -1;
-    }
-    for (size_t k = 0; k < (size_t)s->n * c->text_len; k++) {
-        if (tokens[k] < 0 || tokens[k] >= c->vocab_size) {
-            errbuf_printf(err, errlen,
-                          "token id %d of trajectory %zu is outside the vocabulary [0, %d)",
-                          (int)tokens[k], k / (size_t)c->text_len, c->vocab_size);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/*
- * The velocity of rows [b0, b0 + nb) of x_i into s->v ([B, img]; rows >= nb are padding).
- * Guided: v = v_u + w (v_c - v_u).
- */
-static void sampler_velocity(Sampler *s, const Model *m, Activations *a, const float *xi,
-                             const int32_t *tokens, int b0, int nb)
-{
-    size_t img = s->img, T = (size_t)s->mcfg.text_len;
-    const float *xin = xi + (size_t)b0 * img;
-    const int32_t *tin = tokens + (size_t)b0 * T;
-    if (nb < s->B) { /* partial batch: pad with zero images and PAD prompts */
-        memcpy(s->xb, xin, (size_t)nb * img * sizeof *s->xb);
-        memset(s->xb + (size_t)nb * img, 0, (size_t)(s->B - nb) * img * sizeof *s->xb);
-        memcpy(s->tokb, tin, (size_t)nb * T * sizeof *s->tokb);
-        memset(s->tokb + (size_t)nb * T, 0, (size_t)(s->B - nb) * T * sizeof *s->tokb);
-        xin = s->xb;
-        tin = s->tokb;
-    }
-    model_forward(m, a, xin, s->t, tin, s->v);
-    if (!s->cfg.guidance) return;
-    model_forward(m, a, xin, s->t, s->uncond, s->vu);
-    float w = s->cfg.cfg_scale;
-    size_t count = (size_t)nb * img;
-    float *v = s->v;
-    const float *vu = s->vu;
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < count; k++) v[k] = vu[k] + w * (v[k] - vu[k]);
-}
-
-/* The common loop. Noise for transition i: z_all + i*n*img when z_all is set, else drawn from
- * rng into s->z (SDE only). tr->x[0] already holds the initial noise. */
-static void sampler_loop(Sampler *s, const Model *m, Activations *a, const int32_t *tokens,
-                         const float *z_all, Rng *rng, Trajectory *tr)
-{
-    const SamplerConfig *c = &s->cfg;
-    int n = s->n, N = c->steps;
-    size_t img = s->img, ni = (size_t)n * img;
-    memcpy(tr->sigmas, s->sigmas, ((size_t)N + 1) * sizeof *tr->sigmas);
-    memcpy(tr->tokens, tokens, (size_t)n * s->mcfg.text_len * sizeof *tr->tokens);
-    for (int i = 0; i < N; i++) {
-        const float *xi = tr->x + (size_t)i * ni;
-        float *xn = tr->x + (size_t)(i + 1) * ni;
-        float *logp = tr->logp + (size_t)i * n;
-        const float *z = NULL;
-        SdeStep st = {0};
-        if (c->kind == SAMPLER_SDE) {
-            if (z_all) {
-                z = z_all + (size_t)i * ni;
-            } else {
-                rng_normal(rng, s->z, ni);
-                z = s->z;
-            }
-            sde_step_coeffs(s->sigmas, N, i, c->sde, c->eta, &st);
-        }
-        for (int b = 0; b < s->B; b++) s->t[b] = s->sigmas[i];
-        for (int b0 = 0; b0 < n; b0 += s->B) {
-            int nb = n - b0 < s->B ? n - b0 : s->B;
-            sampler_velocity(s, m, a, xi, tokens, b0, nb);
-            const float *v = s->v;
-            /* one trajectory per iteration: its log-probability is summed in a fixed order */
-#pragma omp parallel for schedule(static)
-            for (int r = 0; r < nb; r++) {
-                size_t off = (size_t)(b0 + r) * img;
-                const float *vr = v + (size_t)r * img;
-                if (i == N - 1) predict_x0(xi + off, vr, s->sigmas[i], img, tr->x0_hat + off);
-                if (c->kind == SAMPLER_ODE) {
-                    ode_step(xi + off, vr, s->sigmas[i], s->sigmas[i + 1], img, xn + off);
-                    logp[b0 + r] = 0.0f;
-                } else {
-                    /* logp is taken against the recorded (rounded) x_{i+1}, as a trainer
-                     * recomputing mu with the same parameters will see it */
-                    float *mu = s->mu + (size_t)r * img;
-                    sde_mean(&st, xi + off, vr, img, mu);
-                    sde_sample(mu, st.std, z + off, img, xn + off);
-                    logp[b0 + r] = sde_logp(xn + off, mu, st.std, img);
-                }
-            }
-        }
-    }
-}
-
-int sampler_run_noise(Sampler *s, const Model *m, Activations *a, const int32_t *tokens,
-                      const float *x_init, const float *z, Trajectory *tr, char *err, size_t errlen)
-{
-    if (sampler_check(s, m, a, tokens, tr, err, errlen) != 0) return -1;
-    if (s->cfg.kind == SAMPLER_SDE && !z) {
-        errbuf_printf(err, errlen, "the SDE sampler needs its noise z [steps, n, S, S, C]");
-        return -1;
-    }
-    memcpy(tr->x, x_init, (size_t)s->n * s->img * sizeof *tr->x);
-    sampler_loop(s, m, a, tokens, z, NULL, tr);
-    return 0;
-}
-
-int sampler_run(Sampler *s, const Model *m, Activations *a, const int32_t *tokens, Rng *rng,
-                Trajectory *tr, char *err, size_t errlen)
-{
-    if (sampler_check(s, m, a, tokens, tr, err, errlen) != 0) return -1;
-    int n = s->n, g = s->cfg.noise_group;
-    size_t img = s->img;
-    if (g == 0) {
-        rng_normal(rng, tr->x, (size_t)n * img);
-    } else {
-        /* one draw per group of g, spread downwards: the source of trajectory k is k / g <= k,
-         * so no source is overwritten before it has been copied */
-        int draws = (n + g - 1) / g;
-        rng_normal(rng, tr->x, (size_t)draws * img);
-        for (int k = n - 1; k >= 0; k--)
-            if (k / g != k)
-                memcpy(tr->x + (size_t)k * img, tr->x + (size_t)(k / g) * img, img * sizeof *tr->x);
-    }
-    sampler_loop(s, m, a, tokens, NULL, rng, tr);
-    return 0;
 }
 
 void trajectory_l1rel(const Trajectory *tr, int b, int count, float *curve)

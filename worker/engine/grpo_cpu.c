@@ -1,0 +1,324 @@
+/*
+ * grpo_cpu.c: the model-level GRPO / Chunk-GRPO micro-step on the CPU model (see grpo.h for the
+ * contract; the chunk objective it applies is in grpo.c).
+ *
+ * The step packs every transition of its items into the rows of one batch: row r holds (item
+ * row_item[r], transition row_step[r]). Per-row work (the mean, the log-probability, the KL term,
+ * the velocity gradient) runs one row per OpenMP iteration with its sums in a fixed order;
+ * per-item work (the chunk loss) runs serially in item order. So nothing depends on the thread
+ * count.
+ */
+#include "grpo.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "errbuf.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* The model-level training function                                                           */
+
+struct GrpoWorkspace {
+    ModelConfig cfg;
+    int B;
+    size_t img;
+    float *x;        /* [B, img] x_k of every row */
+    float *t;        /* [B] sigma_k */
+    int32_t *tokens; /* [B, T] */
+    float *v;        /* [B, img] policy velocity */
+    float *v_ref;    /* [B, img] reference velocity, then reused for mu_ref */
+    float *mu;       /* [B, img] policy mean */
+    float *dv;       /* [B, img] d objective / d v */
+    float *logp_new; /* [B] */
+    float *logp_old; /* [B] */
+    float *dlogp;    /* [B] d loss / d logp_new */
+    double *kl;      /* [B] per-step KL */
+    SdeStep *coef;   /* [B] */
+    int *row_item;   /* [B] */
+    int *row_step;   /* [B] transition index k */
+};
+
+GrpoWorkspace *grpo_workspace_new(const ModelConfig *cfg, int batch)
+{
+    if (batch < 1) return NULL;
+    GrpoWorkspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    ws->cfg = *cfg;
+    ws->B = batch;
+    ws->img = cfg_image_numel(cfg);
+    size_t B = (size_t)batch, Bi = B * ws->img;
+    ws->x = malloc(Bi * sizeof *ws->x);
+    ws->t = malloc(B * sizeof *ws->t);
+    ws->tokens = malloc(B * (size_t)cfg->text_len * sizeof *ws->tokens);
+    ws->v = malloc(Bi * sizeof *ws->v);
+    ws->v_ref = malloc(Bi * sizeof *ws->v_ref);
+    ws->mu = malloc(Bi * sizeof *ws->mu);
+    ws->dv = malloc(Bi * sizeof *ws->dv);
+    ws->logp_new = malloc(B * sizeof *ws->logp_new);
+    ws->logp_old = malloc(B * sizeof *ws->logp_old);
+    ws->dlogp = malloc(B * sizeof *ws->dlogp);
+    ws->kl = malloc(B * sizeof *ws->kl);
+    ws->coef = malloc(B * sizeof *ws->coef);
+    ws->row_item = malloc(B * sizeof *ws->row_item);
+    ws->row_step = malloc(B * sizeof *ws->row_step);
+    if (!ws->x || !ws->t || !ws->tokens || !ws->v || !ws->v_ref || !ws->mu || !ws->dv ||
+        !ws->logp_new || !ws->logp_old || !ws->dlogp || !ws->kl || !ws->coef || !ws->row_item ||
+        !ws->row_step) {
+        grpo_workspace_free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+void grpo_workspace_free(GrpoWorkspace *ws)
+{
+    if (!ws) return;
+    free(ws->x);
+    free(ws->t);
+    free(ws->tokens);
+    free(ws->v);
+    free(ws->v_ref);
+    free(ws->mu);
+    free(ws->dv);
+    free(ws->logp_new);
+    free(ws->logp_old);
+    free(ws->dlogp);
+    free(ws->kl);
+    free(ws->coef);
+    free(ws->row_item);
+    free(ws->row_step);
+    free(ws);
+}
+
+static int same_config(const ModelConfig *a, const ModelConfig *b)
+{
+    return a->image_size == b->image_size && a->channels == b->channels && a->patch == b->patch &&
+           a->dim == b->dim && a->depth == b->depth && a->heads == b->heads &&
+           a->mlp_ratio == b->mlp_ratio && a->text_len == b->text_len &&
+           a->vocab_size == b->vocab_size;
+}
+
+/* Everything grpo_items_backward relies on, checked before anything runs. */
+static int items_check(const GrpoWorkspace *ws, const Model *m, const Activations *a,
+                       const Model *ref, const Activations *ref_acts, const Trajectory *tr,
+                       const GrpoConfig *c, const GrpoItem *items, int n_items, float scale,
+                       char *err, size_t errlen)
+{
+    const ModelConfig *mc = &m->cfg;
+    if (cfg_image_numel(mc) != ws->img || mc->text_len != ws->cfg.text_len) {
+        errbuf_printf(err, errlen, "workspace planned for another model size");
+        return -1;
+    }
+    if (acts_capacity(a) != ws->B) {
+        errbuf_printf(err, errlen, "workspace planned for batch %d, given activations of batch %d",
+                      ws->B, acts_capacity(a));
+        return -1;
+    }
+    if (!(c->clip_eps >= 0.0f) || !isfinite(c->clip_eps)) {
+        errbuf_printf(err, errlen, "clip_eps must be a finite number >= 0, got %g", c->clip_eps);
+        return -1;
+    }
+    if (c->sde != SDE_FLOW && c->sde != SDE_DANCE) {
+        errbuf_printf(err, errlen, "sde must be flow or dance (got %d)", (int)c->sde);
+        return -1;
+    }
+    if (!(c->eta > 0.0f) || !isfinite(c->eta)) {
+        errbuf_printf(err, errlen, "eta must be a finite number > 0, got %g", c->eta);
+        return -1;
+    }
+    if (!(c->kl_coef >= 0.0f) || !isfinite(c->kl_coef)) {
+        errbuf_printf(err, errlen, "kl_coef must be a finite number >= 0, got %g", c->kl_coef);
+        return -1;
+    }
+    if (!isfinite(scale)) {
+        errbuf_printf(err, errlen, "scale must be finite, got %g", scale);
+        return -1;
+    }
+    if (c->kl_coef > 0.0f) {
+        if (!ref) {
+            errbuf_printf(err, errlen, "kl_coef %g needs the reference model (ref is NULL)",
+                          c->kl_coef);
+            return -1;
+        }
+        if (!same_config(&ref->cfg, mc)) {
+            errbuf_printf(err, errlen, "the reference model's config differs from the policy's");
+            return -1;
+        }
+        if (ref_acts && acts_capacity(ref_acts) != ws->B) {
+            errbuf_printf(err, errlen,
+                          "reference activations have batch %d, the workspace batch %d",
+                          acts_capacity(ref_acts), ws->B);
+            return -1;
+        }
+    }
+    if (tr->img != ws->img || tr->text_len != mc->text_len) {
+        errbuf_printf(err, errlen, "trajectory images or prompts do not match the model");
+        return -1;
+    }
+    if (tr->steps < 2) {
+        errbuf_printf(err, errlen, "a trajectory of %d step(s) has no trainable transition",
+                      tr->steps);
+        return -1;
+    }
+    if (n_items < 0) {
+        errbuf_printf(err, errlen, "n_items must be >= 0, got %d", n_items);
+        return -1;
+    }
+    int trainable = sampler_trainable_steps(tr->steps);
+    long rows = 0;
+    for (int i = 0; i < n_items; i++) {
+        const GrpoItem *it = &items[i];
+        if (it->traj < 0 || it->traj >= tr->n) {
+            errbuf_printf(err, errlen, "item %d: trajectory %d is outside [0, %d)", i, it->traj,
+                          tr->n);
+            return -1;
+        }
+        if (it->start < 0 || it->size < 1 || it->start > trainable - it->size) {
+            errbuf_printf(err, errlen,
+                          "item %d: transitions [%d, %d + %d) are not inside the %d trainable "
+                          "ones",
+                          i, it->start, it->start, it->size, trainable);
+            return -1;
+        }
+        if (!isfinite(it->advantage)) {
+            errbuf_printf(err, errlen, "item %d: advantage is not finite", i);
+            return -1;
+        }
+        const int32_t *tok = tr->tokens + (size_t)it->traj * mc->text_len;
+        for (int k = 0; k < mc->text_len; k++) {
+            if (tok[k] < 0 || tok[k] >= mc->vocab_size) {
+                errbuf_printf(err, errlen,
+                              "item %d: token id %d of trajectory %d is outside the vocabulary "
+                              "[0, %d)",
+                              i, (int)tok[k], it->traj, mc->vocab_size);
+                return -1;
+            }
+        }
+        rows += it->size;
+    }
+    if (rows > ws->B) {
+        errbuf_printf(err, errlen, "the items hold %ld transitions, more than the batch of %d",
+                      rows, ws->B);
+        return -1;
+    }
+    return 0;
+}
+
+int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model *ref,
+                        Activations *ref_acts, const Trajectory *tr, const GrpoConfig *c,
+                        const GrpoItem *items, int n_items, float scale, GrpoItemStats *stats,
+                        char *err, size_t errlen)
+{
+    if (items_check(ws, m, a, ref, ref_acts, tr, c, items, n_items, scale, err, errlen)) return -1;
+    if (n_items == 0) return 0;
+    const int n = tr->n, B = ws->B, T = m->cfg.text_len;
+    const size_t img = ws->img;
+    const int use_kl = c->kl_coef > 0.0f;
+
+    /* pack the rows: x_k, sigma_k and the prompt of every transition of every item */
+    int rows = 0;
+    for (int i = 0; i < n_items; i++) {
+        const GrpoItem *it = &items[i];
+        for (int s = 0; s < it->size; s++, rows++) {
+            int k = it->start + s;
+            ws->row_item[rows] = i;
+            ws->row_step[rows] = k;
+            memcpy(ws->x + (size_t)rows * img, tr->x + ((size_t)k * n + it->traj) * img,
+                   img * sizeof *ws->x);
+            ws->t[rows] = tr->sigmas[k];
+            memcpy(ws->tokens + (size_t)rows * T, tr->tokens + (size_t)it->traj * T,
+                   (size_t)T * sizeof *ws->tokens);
+            ws->logp_old[rows] = tr->logp[(size_t)k * n + it->traj];
+            sde_step_coeffs(tr->sigmas, tr->steps, k, c->sde, c->eta, &ws->coef[rows]);
+        }
+    }
+    /* the passes run exactly `rows` rows (no padding); the batch is restored before returning */
+    Activations *ref_a = ref_acts ? ref_acts : a;
+    acts_set_batch(a, rows);
+    if (use_kl) acts_set_batch(ref_a, rows);
+
+    /* the reference first, so that it may borrow a before the policy's forward fills it */
+    if (use_kl) model_forward(ref, ref_a, ws->x, ws->t, ws->tokens, ws->v_ref);
+    model_forward(m, a, ws->x, ws->t, ws->tokens, ws->v);
+
+    /* per row: mu, logp_new and the KL term (mu_ref overwrites v_ref) */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const SdeStep *st = &ws->coef[r];
+        const GrpoItem *it = &items[ws->row_item[r]];
+        size_t off = (size_t)r * img;
+        const float *xr = ws->x + off;
+        const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
+        float *mu = ws->mu + off;
+        sde_mean(st, xr, ws->v + off, img, mu);
+        ws->logp_new[r] = sde_logp(xn, mu, st->std, img);
+        ws->kl[r] = 0.0;
+        if (use_kl) {
+            float *mu_ref = ws->v_ref + off;
+            sde_mean(st, xr, mu_ref, img, mu_ref);
+            double sum = 0.0;
+            for (size_t e = 0; e < img; e++) {
+                double d = (double)mu[e] - (double)mu_ref[e];
+                sum += d * d;
+            }
+            double s = st->std;
+            ws->kl[r] = sum / (double)img / (2.0 * s * s);
+        }
+    }
+
+    /* per item: the chunk loss, in item order */
+    int any_grad = use_kl;
+    for (int i = 0, r0 = 0; i < n_items; r0 += items[i].size, i++) {
+        const GrpoItem *it = &items[i];
+        int clipped = 0;
+        float ratio = 1.0f;
+        float loss = grpo_chunk_loss(ws->logp_new + r0, ws->logp_old + r0, it->size, it->advantage,
+                                     c->clip_eps, ws->dlogp + r0, &clipped, &ratio);
+        for (int s = 0; s < it->size; s++) any_grad |= ws->dlogp[r0 + s] != 0.0f;
+        if (stats) {
+            double kl = 0.0, lpn = 0.0, lpo = 0.0;
+            for (int s = 0; s < it->size; s++) {
+                kl += ws->kl[r0 + s];
+                lpn += ws->logp_new[r0 + s];
+                lpo += ws->logp_old[r0 + s];
+            }
+            kl /= it->size;
+            stats[i].ratio = ratio;
+            stats[i].clipped = clipped;
+            stats[i].kl = (float)kl;
+            stats[i].loss = (float)((double)loss + (double)c->kl_coef * kl);
+            stats[i].logp_new = (float)(lpn / it->size);
+            stats[i].logp_old = (float)(lpo / it->size);
+        }
+    }
+    /* every chunk clipped and no KL, or scale 0: the gradient is exactly zero */
+    if (!any_grad || scale == 0.0f) {
+        acts_set_batch(a, B);
+        if (use_kl) acts_set_batch(ref_a, B);
+        return 0;
+    }
+
+    /* per row: dv = scale * cv * (dlogp * dlogp/dmu + kl_coef/size * dKL/dmu) */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        size_t off = (size_t)r * img;
+        float *dv = ws->dv + off;
+        const SdeStep *st = &ws->coef[r];
+        const GrpoItem *it = &items[ws->row_item[r]];
+        const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
+        const float *mu = ws->mu + off;
+        sde_logp_grad_mu(xn, mu, st->std, img, scale * ws->dlogp[r] * st->cv, dv);
+        if (use_kl) {
+            /* d/dmu of kl_coef/size * mean((mu - mu_ref)^2) / (2 s^2) */
+            float g = (float)((double)scale * c->kl_coef * st->cv /
+                              ((double)it->size * img * (double)st->std * st->std));
+            const float *mu_ref = ws->v_ref + off;
+            for (size_t e = 0; e < img; e++) dv[e] += g * (mu[e] - mu_ref[e]);
+        }
+    }
+    model_backward(m, a, ws->dv);
+    acts_set_batch(a, B);
+    if (use_kl) acts_set_batch(ref_a, B);
+    return 0;
+}
