@@ -5,6 +5,7 @@
 #   make bench-engine engine vs PyTorch (CPU) and OpenBLAS sgemm, small preset, batch 32
 #   make bench-sample SDE sampling throughput vs PyTorch, small preset, batch 32
 #   make bench-grpo   seconds per GRPO iteration by phase vs a PyTorch iteration, same shapes
+#   make gpu-check    CUDA parity tests and GPU benchmark vs PyTorch (needs a GPU; see tests/gpu)
 #   make ref          regenerate the PyTorch reference fixtures (needs python3-torch)
 #   make fuzz         fuzz the safetensors reader for FUZZ_SECONDS (libFuzzer, clang)
 #   make SANITIZE=address,undefined all     sanitizer build (in build-san/)
@@ -49,7 +50,7 @@ TEST_BINS  := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 WORKER_BIN := bin/chunkgrpo-worker
 
-.PHONY: all test sanitized-tests run bench-engine bench-sample bench-grpo ref fuzz clean
+.PHONY: all test sanitized-tests run bench-engine bench-sample bench-grpo gpu-check ref fuzz clean
 all: $(WORKER_BIN) $(TEST_BINS) $(BUILD)/bench/bench_engine $(BUILD)/bench/bench_sample
 
 # The engine's elementwise loops (exp, GELU, softmax) vectorize only when the compiler may ignore
@@ -76,6 +77,10 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libworker.a $(BUILD)/libcommo
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)
 
+# The cgraw reader lives with the GPU check (it links nothing but libc); its suite tests it here.
+$(BUILD)/tests/test_cgraw: $(BUILD)/tests/gpu/cgraw.o
+$(BUILD)/tests/unit/test_cgraw.o: CFLAGS += -Itests/gpu
+
 # The engine's own suites link the engine core and BLAS only: proof that it needs no JSON, PNG,
 # HTTP or database library.
 ENGINE_TESTS := $(addprefix $(BUILD)/tests/,test_model test_rng)
@@ -86,6 +91,47 @@ $(ENGINE_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libengine.a
 $(BUILD)/bench/bench_engine: $(BUILD)/tests/bench/bench_engine.o $(BUILD)/libworker.a $(BUILD)/libcommon.a $(BUILD)/libengine.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)
+
+# ---- CUDA backend: built wherever nvcc exists (on PATH or under /usr/local/cuda), for Hopper
+# (sm_90) and Ampere (sm_80); skipped cleanly elsewhere. The CPU build never depends on it.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+ifneq ($(NVCC),)
+CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCHS  ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
+NVCCFLAGS   ?= -O3 -g
+NVCCFLAGS   += -std=c++17 $(CUDA_ARCHS) -D_GNU_SOURCE -Iworker/engine -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -MMD -MP
+ifeq ($(CI),true)
+NVCCFLAGS   += -Werror all-warnings -Xcompiler -Werror
+endif
+CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_SRC    := $(wildcard worker/engine/cuda/*.cu)
+CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+ENGINE_CORE_OBJ := $(ENGINE_CORE_SRC:%.c=$(BUILD)/%.o)
+GPU_CHECK   := $(BUILD)/gpu/gpu_check
+all: $(GPU_CHECK)
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/libengine_cuda.a: $(CUDA_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/tests/gpu/gpu_check.o: CFLAGS += -Iworker/engine/cuda -Itests/gpu
+# The GPU check links the engine's BLAS-free core and the CUDA backend only: it builds on a GPU
+# machine that has no OpenBLAS, jansson or libpng.
+$(GPU_CHECK): $(BUILD)/tests/gpu/gpu_check.o $(BUILD)/tests/gpu/cgraw.o $(BUILD)/libengine_cuda.a $(ENGINE_CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CUDA_LIBS) -lm
+
+# make gpu-check: parity against the fixtures and the GPU benchmark against PyTorch (on a
+# machine with a GPU; prints one table). GPU_CHECK_ARGS=--no-bench for parity alone.
+gpu-check: $(GPU_CHECK)
+	$(GPU_CHECK) tests/reference/fixtures $(GPU_CHECK_ARGS)
+else
+gpu-check:
+	@echo "gpu-check: nvcc not found (looked on PATH and in /usr/local/cuda/bin): no CUDA backend here" >&2; exit 1
+endif
 
 SAN_FLAGS := address,undefined
 FUZZ_BIN  := build/fuzz/fuzz_safetensors
@@ -132,6 +178,7 @@ ref:
 	$(PYTHON_TORCH) tests/reference/make_adamw_fixture.py
 	$(PYTHON_TORCH) tests/reference/make_sampler_fixtures.py
 	$(PYTHON_TORCH) tests/reference/make_grpo_fixtures.py
+	$(PYTHON_TORCH) tests/reference/to_raw.py tests/reference/fixtures/*.safetensors
 
 clean:
 	rm -rf build build-san bin

@@ -27,7 +27,7 @@
 #include "sampler.h"
 #include "test.h"
 #include "tokenizer.h"
-
+#include "../reference/perturb.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Advantages                                                                                  */
@@ -464,23 +464,6 @@ typedef struct {
     float eta;
 } Fix;
 
-static uint64_t splitmix64(uint64_t x)
-{
-    uint64_t z = x + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* grpo_ref.perturbation, bit for bit */
-static void perturb(Model *m, double scale, uint64_t seed)
-{
-    for (size_t j = 0; j < m->num_params; j++) {
-        double u = (double)(splitmix64(seed + j) >> 40) / 16777216.0;
-        m->params[j] = (float)((double)m->params[j] + scale * (2.0 * u - 1.0));
-    }
-}
-
 static void fix_close(Fix *x)
 {
     st_close(x->f);
@@ -504,8 +487,8 @@ static int fix_open(Fix *x)
         checkpoint_load(FIXTURES "tiny_model.safetensors", &x->m1, &v1, NULL, err, sizeof err))
         goto fail;
     vocab_free(&v1);
-    perturb(&x->m1, strtod(st_meta(x->f, "perturb_scale"), NULL),
-            strtoull(st_meta(x->f, "perturb_seed"), NULL, 10));
+    perturb_params(x->m1.params, x->m1.num_params, strtod(st_meta(x->f, "perturb_scale"), NULL),
+                   strtoull(st_meta(x->f, "perturb_seed"), NULL, 10));
     x->steps = atoi(st_meta(x->f, "steps"));
     x->n = atoi(st_meta(x->f, "groups")) * atoi(st_meta(x->f, "group_size"));
     x->sde = strcmp(st_meta(x->f, "sde"), "flow") == 0 ? SDE_FLOW : SDE_DANCE;
