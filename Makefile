@@ -32,7 +32,7 @@ BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 CFLAGS      += $(BLAS_CFLAGS) -Iworker/engine -Icommon -Iworker
 LIBS_ENGINE := $(BLAS_LIBS) -lm
-LIBS_COMMON := -ljansson -lpng -lm
+LIBS_COMMON := -ljansson -lpng -lm -ldl
 
 PYTHON_TORCH ?= /usr/bin/python3
 
@@ -99,7 +99,7 @@ ifneq ($(NVCC),)
 CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCHS  ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
 NVCCFLAGS   ?= -O3 -g
-NVCCFLAGS   += -std=c++17 $(CUDA_ARCHS) -D_GNU_SOURCE -Iworker/engine -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -MMD -MP
+NVCCFLAGS   += -std=c++17 $(CUDA_ARCHS) -D_GNU_SOURCE -Iworker/engine -Xcompiler -fPIC,-Wall,-Wextra,-Wno-unused-parameter -MMD -MP
 ifeq ($(CI),true)
 NVCCFLAGS   += -Werror all-warnings -Xcompiler -Werror
 endif
@@ -108,7 +108,8 @@ CUDA_SRC    := $(wildcard worker/engine/cuda/*.cu)
 CUDA_OBJ    := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 ENGINE_CORE_OBJ := $(ENGINE_CORE_SRC:%.c=$(BUILD)/%.o)
 GPU_CHECK   := $(BUILD)/gpu/gpu_check
-all: $(GPU_CHECK)
+CUDA_LIB    := bin/libchunkgrpo_cuda.so
+all: $(GPU_CHECK) $(CUDA_LIB)
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -116,6 +117,16 @@ $(BUILD)/%.o: %.cu
 
 $(BUILD)/libengine_cuda.a: $(CUDA_OBJ)
 	ar rcs $@ $^
+
+# The worker loads the backend at run time (worker/backend.c), so it never links CUDA itself. The
+# library carries its own position-independent copy of the BLAS-free engine core.
+ENGINE_CORE_PIC := $(ENGINE_CORE_SRC:%.c=$(BUILD)/pic/%.o)
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fno-trapping-math -c $< -o $@
+$(CUDA_LIB): $(CUDA_OBJ) $(ENGINE_CORE_PIC)
+	@mkdir -p bin
+	$(CC) -shared -fopenmp -o $@ $^ $(CUDA_LIBS) -lm
 
 $(BUILD)/tests/gpu/gpu_check.o: CFLAGS += -Iworker/engine/cuda -Itests/gpu
 # The GPU check links the engine's BLAS-free core and the CUDA backend only: it builds on a GPU

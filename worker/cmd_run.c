@@ -1,11 +1,12 @@
 /*
- * cmd_run.c: `chunkgrpo-worker run CONFIG.json --out DIR [--resume]`, the standalone runner of
- * an experiment (without a server): validates the config, runs the experiment kind it names, and
- * draws a progress bar with an ETA on a terminal (a line per 10% otherwise). SIGINT or SIGTERM
- * stops the run at the end of the current step with a checkpoint, so `--resume` continues it
- * exactly. A second Ctrl-C (SIGINT) ends the process at once; repeated SIGTERMs do not, because
- * supervisors often send one to the process and another to its group (coreutils `timeout` does),
- * and those must not turn a clean stop into a kill. SIGKILL is the way to force an end.
+ * cmd_run.c: `chunkgrpo-worker run CONFIG.json --out DIR [--resume] [--backend cpu|cuda]`, the
+ * standalone runner of an experiment (without a server): validates the config (--backend
+ * overrides its "backend" field), runs the experiment kind it names, and draws a progress bar with
+ * an ETA on a terminal (a line per 10% otherwise). SIGINT or SIGTERM stops the run at the end of
+ * the current step with a checkpoint, so `--resume` continues it exactly. A second Ctrl-C (SIGINT)
+ * ends the process at once; repeated SIGTERMs do not, because supervisors often send one to the
+ * process and another to its group (coreutils `timeout` does), and those must not turn a clean stop
+ * into a kill. SIGKILL is the way to force an end.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -13,8 +14,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "commands.h"
 #include "config.h"
+#include "errbuf.h"
 #include "runners/eval.h"
 #include "runners/grpo_runner.h"
 #include "runners/pretrain.h"
@@ -109,15 +112,32 @@ static const RunnerKind kinds[] = {
     {"profile", profile_fields, &profile_field_count, run_profile},
 };
 
+/* Whether the config's backend can run here (every kind has the field). */
+static int check_backend(const RunnerKind *k, const void *cfg, char *err, size_t errlen)
+{
+    for (int i = 0; i < *k->field_count; i++) {
+        if (strcmp(k->fields[i].name, "backend") != 0) continue;
+        const char *name = (const char *)cfg + k->fields[i].offset;
+        BackendKind kind;
+        char why[1024];
+        if (backend_from_name(name, &kind) == 0 && backend_available(kind, why, sizeof why)) {
+            errbuf_printf(err, errlen, "config.backend = \"%s\": %s", name, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"out", required_argument, 0, 'o'},
         {"resume", no_argument, 0, 'r'},
+        {"backend", required_argument, 0, 'b'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *out = NULL;
+    const char *out = NULL, *backend = NULL;
     int resume = 0, c;
     optind = 1;
     opterr = 0;
@@ -125,7 +145,11 @@ int cmd_run(int argc, char **argv)
         switch (c) {
         case 'o': out = optarg; break;
         case 'r': resume = 1; break;
-        case 'h': printf("usage: %s run CONFIG.json --out DIR [--resume]\n", progname); return 0;
+        case 'b': backend = optarg; break;
+        case 'h':
+            printf("usage: %s run CONFIG.json --out DIR [--resume] [--backend cpu|cuda]\n",
+                   progname);
+            return 0;
         case ':':
             fprintf(stderr, "%s run: %s needs a value\n", progname, argv[optind - 1]);
             return EXIT_USAGE;
@@ -135,8 +159,9 @@ int cmd_run(int argc, char **argv)
         }
     }
     if (optind != argc - 1 || !out) {
-        fprintf(stderr, "%s run: usage: %s run CONFIG.json --out DIR [--resume]\n", progname,
-                progname);
+        fprintf(stderr,
+                "%s run: usage: %s run CONFIG.json --out DIR [--resume] [--backend cpu|cuda]\n",
+                progname, progname);
         return EXIT_USAGE;
     }
     char err[1024];
@@ -151,6 +176,8 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", progname, err);
         return EXIT_BAD_INPUT;
     }
+    /* --backend overrides the config's field; the effective config.json records the choice */
+    if (backend) json_object_set_new(root, "backend", json_string(backend));
     const char *kind = json_string_value(json_object_get(root, "kind"));
     int rc = EXIT_BAD_INPUT;
     const RunnerKind *k = NULL;
@@ -164,6 +191,8 @@ int cmd_run(int argc, char **argv)
                 kind ? "\"" : "");
     } else if (config_parse(root, k->name, k->fields, *k->field_count, &cfg, err, sizeof err)) {
         fprintf(stderr, "%s: %s: %s\n", progname, argv[optind], err);
+    } else if (check_backend(k, &cfg, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", progname, err); /* before the run folder is touched */
     } else {
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);

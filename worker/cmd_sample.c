@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "commands.h"
 #include "model.h"
@@ -37,7 +38,7 @@ static void sample_usage(FILE *out)
             "usage: %s sample --model M --prompt TEXT --out DIR [--n 8] [--steps 17]\n"
             "         [--sampler ode|sde] [--sde flow|dance] [--eta 0.7] [--shift 3] [--seed 1]\n"
             "         [--cfg W] [--same-noise] [--trajectory FILE.safetensors] [--batch B]\n"
-            "         [--threads N]\n"
+            "         [--threads N] [--backend cpu|cuda]\n"
             "(see %s help)\n",
             progname, progname);
 }
@@ -141,6 +142,7 @@ static void warn_prompt(const Vocab *v, const char *prompt, int T)
 
 typedef struct {
     const char *model, *prompt, *out, *trajectory;
+    BackendKind backend;
     int n, steps, batch, threads, same_noise;
     int kind_set, sde_set, eta_set;
     uint64_t seed;
@@ -166,6 +168,7 @@ static int sample_parse(int argc, char **argv, SampleArgs *a, int *done)
         {"trajectory", required_argument, 0, 'j'},
         {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'},
+        {"backend", required_argument, 0, 'B'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -201,6 +204,13 @@ static int sample_parse(int argc, char **argv, SampleArgs *a, int *done)
             break;
         case 't':
             if (parse_positive("--threads", optarg, &a->threads)) return EXIT_USAGE;
+            break;
+        case 'B':
+            if (backend_from_name(optarg, &a->backend)) {
+                fprintf(stderr, "%s sample: --backend expects cpu or cuda, got \"%s\"\n", progname,
+                        optarg);
+                return EXIT_USAGE;
+            }
             break;
         case 'k':
             if (strcmp(optarg, "ode") == 0)
@@ -355,8 +365,8 @@ int cmd_sample(int argc, char **argv)
     char err[512];
     Model m;
     Vocab vocab;
-    Sampler *s = NULL;
-    Activations *acts = NULL;
+    Policy *pol = NULL;
+    PolicySampler *s = NULL;
     Trajectory *tr = NULL;
     int32_t *tokens = NULL;
     uint8_t *rgb = NULL;
@@ -374,16 +384,20 @@ int cmd_sample(int argc, char **argv)
                 strerror(errno));
         goto done;
     }
-    s = sampler_new(cfg, &a.sc, a.n, a.batch, err, sizeof err);
+    if (!(pol = policy_new(a.backend, &m, NULL, a.batch, err, sizeof err))) {
+        fprintf(stderr, "%s sample: --backend %s: %s\n", progname, backend_names[a.backend], err);
+        rc = EXIT_BAD_INPUT;
+        goto done;
+    }
+    s = policy_sampler_new(pol, &a.sc, a.n, err, sizeof err);
     if (!s) { /* the flags were checked above, so this is memory */
         fprintf(stderr, "%s sample: %s\n", progname, err);
         goto done;
     }
-    acts = acts_new(cfg, a.batch);
     tr = trajectory_new(cfg, a.n, a.steps);
     tokens = malloc((size_t)a.n * T * sizeof *tokens);
     rgb = malloc((size_t)S * S * 3);
-    if (!acts || !tr || !tokens || !rgb) {
+    if (!tr || !tokens || !rgb) {
         fprintf(stderr, "%s sample: out of memory for %d samples\n", progname, a.n);
         goto done;
     }
@@ -391,7 +405,7 @@ int cmd_sample(int argc, char **argv)
     for (int b = 1; b < a.n; b++) memcpy(tokens + (size_t)b * T, tokens, T * sizeof *tokens);
     Rng rng;
     rng_seed(&rng, a.seed);
-    if (sampler_run(s, &m, acts, tokens, &rng, tr, err, sizeof err) != 0) {
+    if (policy_sample(s, tokens, &rng, tr, a.trajectory != NULL, err, sizeof err) != 0) {
         fprintf(stderr, "%s sample: %s\n", progname, err); /* not expected: inputs are ours */
         goto done;
     }
@@ -424,8 +438,8 @@ done:
     free(rgb);
     free(tokens);
     trajectory_free(tr);
-    acts_free(acts);
-    sampler_free(s);
+    policy_sampler_free(s);
+    policy_free(pol);
     vocab_free(&vocab);
     model_free(&m);
     return rc;

@@ -18,13 +18,15 @@ static const struct {
     const char *help;
 } commands[] = {
     {"run", cmd_run,
-     "CONFIG.json --out DIR [--resume]\n"
+     "CONFIG.json --out DIR [--resume] [--backend cpu|cuda]\n"
      "      Runs the experiment the config describes (kind pretrain, eval, grpo or profile),\n"
-     "      with a progress bar. Ctrl-C stops it with a checkpoint; --resume continues it."},
+     "      with a progress bar. Ctrl-C stops it with a checkpoint; --resume continues it.\n"
+     "      --backend overrides the config's \"backend\" (cuda needs a GPU and\n"
+     "      libchunkgrpo_cuda.so beside this binary, or $CHUNKGRPO_CUDA_LIB)."},
     {"sample", cmd_sample,
      "--model M --prompt TEXT --out DIR [--n 8] [--steps 17] [--sampler ode|sde]\n"
      "      [--sde flow|dance] [--eta 0.7] [--shift 3] [--seed 1] [--cfg W] [--same-noise]\n"
-     "      [--trajectory FILE.safetensors] [--batch B] [--threads N]\n"
+     "      [--trajectory FILE.safetensors] [--batch B] [--threads N] [--backend cpu|cuda]\n"
      "      Samples n images for the prompt (ODE by default; SDE as GRPO rolls out) and writes\n"
      "      DIR/sample_000.png ... (each sample's x0_hat) and DIR/grid.png; --trajectory also\n"
      "      writes x [steps+1,n,S,S,C], logp [steps,n], sigmas, x0_hat and tokens."},

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "model.h"
 #include "ops.h"
@@ -46,6 +47,8 @@ const ConfigField eval_fields[] = {
     F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "noise seed of both passes"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
+    {"backend", CONFIG_STRING, offsetof(EvalConfig, backend), 0, 0, "\"cpu\"", backend_names,
+     BACKEND_FIELD_DOC},
     F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
 };
 const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
@@ -85,24 +88,32 @@ static json_t *kind_json(const KindMeans *k)
     return o;
 }
 
-/* Samples tokens [n, T] with the given sampler settings and scores every final image. */
-static int sample_and_score(const Model *m, const SamplerConfig *sc, const int32_t *tokens,
-                            const char *const *prompt_of, int n, int batch, uint64_t seed,
-                            Trajectory **out_tr, AlignResult *results, char *err, size_t errlen)
+/* The prompts the config evaluates: the set, cut to max_prompts. */
+static const char *const *eval_prompt_set(const EvalConfig *c, int *np)
 {
-    const ModelConfig *mc = &m->cfg;
-    if (batch > n) batch = n;
-    Sampler *s = sampler_new(mc, sc, n, batch, err, errlen);
-    Activations *a = acts_new(mc, batch);
+    const char *const *prompts =
+        world_prompts(strcmp(c->prompts, "train") == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, np);
+    if (c->max_prompts && c->max_prompts < *np) *np = c->max_prompts;
+    return prompts;
+}
+
+/* Samples tokens [n, T] through the policy with the given sampler settings and scores every
+ * final image. */
+static int sample_and_score(Policy *pol, const SamplerConfig *sc, const int32_t *tokens,
+                            const char *const *prompt_of, int n, uint64_t seed, Trajectory **out_tr,
+                            AlignResult *results, char *err, size_t errlen)
+{
+    const ModelConfig *mc = &policy_model(pol)->cfg;
+    PolicySampler *s = policy_sampler_new(pol, sc, n, err, errlen);
     Trajectory *tr = trajectory_new(mc, n, sc->steps);
     int rc = -1;
-    if (!s || !a || !tr) {
+    if (!s || !tr) {
         if (s) snprintf(err, errlen, "out of memory for %d samples", n);
         goto done;
     }
     Rng rng;
     rng_seed(&rng, seed);
-    if (sampler_run(s, m, a, tokens, &rng, tr, err, errlen)) goto done;
+    if (policy_sample(s, tokens, &rng, tr, 0, err, errlen)) goto done;
     int failed = 0;
 #pragma omp parallel
     {
@@ -127,8 +138,7 @@ static int sample_and_score(const Model *m, const SamplerConfig *sc, const int32
     tr = NULL;
 done:
     trajectory_free(tr);
-    acts_free(a);
-    sampler_free(s);
+    policy_sampler_free(s);
     return rc;
 }
 
@@ -154,15 +164,13 @@ static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_o
     json_decref(o);
 }
 
-int eval_model(const Model *m, const Vocab *vocab, const EvalConfig *c, const char *out,
+int eval_model(Policy *pol, const Vocab *vocab, const EvalConfig *c, const char *out,
                json_t *report, char *err, size_t errlen)
 {
     if (make_dirs(out, err, errlen)) return -1;
-    const ModelConfig *mc = &m->cfg;
+    const ModelConfig *mc = &policy_model(pol)->cfg;
     int T = mc->text_len, np;
-    const char *const *prompts =
-        world_prompts(strcmp(c->prompts, "train") == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, &np);
-    if (c->max_prompts && c->max_prompts < np) np = c->max_prompts;
+    const char *const *prompts = eval_prompt_set(c, &np);
 
     char path[PATH_BUF + 64];
     snprintf(path, sizeof path, "%s/samples.jsonl", out);
@@ -198,8 +206,8 @@ int eval_model(const Model *m, const Vocab *vocab, const EvalConfig *c, const ch
                 tokenize(vocab, prompts[i], T, tokens + i * T);
                 prompt_of[i] = prompts[i];
             }
-            if (sample_and_score(m, &sc, tokens, prompt_of, np, c->batch,
-                                 (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
+            if (sample_and_score(pol, &sc, tokens, prompt_of, np, (uint64_t)c->seed * 1000 + k, &tr,
+                                 res, err, errlen))
                 goto done;
             for (int i = 0; i < np; i++) {
                 sum += res[i].score;
@@ -231,8 +239,8 @@ int eval_model(const Model *m, const Vocab *vocab, const EvalConfig *c, const ch
             prompt_of[i] = prompts[i / G];
             tokenize(vocab, prompt_of[i], T, tokens + i * T);
         }
-        if (sample_and_score(m, &sc, tokens, prompt_of, n_sde, c->batch,
-                             (uint64_t)c->seed * 1000 + 999, &tr, res, err, errlen))
+        if (sample_and_score(pol, &sc, tokens, prompt_of, n_sde, (uint64_t)c->seed * 1000 + 999,
+                             &tr, res, err, errlen))
             goto done;
         double sum = 0, std_sum = 0;
         int tied = 0;
@@ -287,9 +295,19 @@ int eval_run(const EvalConfig *c, const char *out, char *err, size_t errlen)
     Model m;
     Vocab vocab;
     if (checkpoint_load(c->model, &m, &vocab, NULL, err, errlen)) return -1;
-    json_t *report = json_object();
-    int rc = eval_model(&m, &vocab, c, out, report, err, errlen);
-    json_decref(report);
+    /* no larger than the largest sampler run: the CPU sampler pads a short batch */
+    int np;
+    eval_prompt_set(c, &np);
+    int n_sde = (c->sde_prompts < np ? c->sde_prompts : np) * c->group_size;
+    int rows = np > n_sde ? np : n_sde, batch = c->batch < rows ? c->batch : rows;
+    Policy *pol = policy_for_config(c->backend, &m, NULL, batch > 0 ? batch : 1, err, errlen);
+    int rc = -1;
+    if (pol) {
+        json_t *report = json_object();
+        rc = eval_model(pol, &vocab, c, out, report, err, errlen);
+        json_decref(report);
+    }
+    policy_free(pol);
     vocab_free(&vocab);
     model_free(&m);
     return rc;

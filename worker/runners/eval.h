@@ -13,6 +13,7 @@
 #ifndef CHUNKGRPO_EVAL_H
 #define CHUNKGRPO_EVAL_H
 
+#include "backend.h"
 #include "config.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -27,6 +28,7 @@ typedef struct {
     char sde[CONFIG_STRING_MAX];
     int64_t seed;
     int batch, threads, grid_images;
+    char backend[CONFIG_STRING_MAX];
 } EvalConfig;
 
 extern const ConfigField eval_fields[];
@@ -35,11 +37,12 @@ extern const int eval_field_count;
 /* Loads cfg->model and evaluates it into out_dir. Returns 0, or -1 with a message in err. */
 int eval_run(const EvalConfig *cfg, const char *out_dir, char *err, size_t errlen);
 
-/* Evaluates a model already in memory (cfg->model is only reported) into out_dir, adding the
- * figures to report (the object also written as out_dir/eval.json): "ode": {"align_mean", ...},
- * "sde": {"align_mean", "within_group_std", "tied_group_fraction", ...}. m and vocab are
- * borrowed. Returns 0, or -1 with a message in err. */
-int eval_model(const Model *m, const Vocab *vocab, const EvalConfig *cfg, const char *out_dir,
+/* Evaluates the model of a policy (on its backend and batch; cfg->model, cfg->batch and
+ * cfg->backend are only reported) into out_dir, adding the figures to report (the object also
+ * written as out_dir/eval.json): "ode": {"align_mean", ...}, "sde": {"align_mean",
+ * "within_group_std", "tied_group_fraction", ...}. pol and vocab are borrowed. Returns 0, or -1
+ * with a message in err. */
+int eval_model(Policy *pol, const Vocab *vocab, const EvalConfig *cfg, const char *out_dir,
                json_t *report, char *err, size_t errlen);
 
 #endif

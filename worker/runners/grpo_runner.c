@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "adamw.h"
+#include "backend.h"
 #include "checkpoint.h"
 #include "grpo.h"
 #include "model.h"
@@ -88,6 +89,8 @@ const ConfigField grpo_fields[] = {
     F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size for rollouts and training"),
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
+    {"backend", CONFIG_STRING, offsetof(GrpoRunConfig, backend), 0, 0, "\"cpu\"", backend_names,
+     BACKEND_FIELD_DOC},
 };
 const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
 #undef F
@@ -100,10 +103,9 @@ typedef struct {
     Vocab vocab;
     AdamW opt;
     Rng rng;
-    Sampler *sampler;
+    Policy *pol;            /* the model on the configured backend */
+    PolicySampler *rollout; /* the SDE rollouts of an iteration (and the profiles) */
     Trajectory *tr;
-    Activations *acts, *ref_acts;
-    GrpoWorkspace *ws;
     AlignWorkspace **align_ws; /* one per thread */
     int threads;
     Chunking chunks;
@@ -125,11 +127,9 @@ typedef struct {
 
 static void run_free(Run *r)
 {
-    sampler_free(r->sampler);
+    policy_sampler_free(r->rollout);
+    policy_free(r->pol);
     trajectory_free(r->tr);
-    acts_free(r->acts);
-    acts_free(r->ref_acts);
-    grpo_workspace_free(r->ws);
     if (r->align_ws)
         for (int i = 0; i < r->threads; i++) align_workspace_free(r->align_ws[i]);
     free(r->align_ws);
@@ -154,8 +154,7 @@ static int profile_chunks(Run *r, int iteration, char *err, size_t errlen)
         tokenize(&r->vocab, r->prompts[i % r->num_prompts], T, r->tokens + i * T);
     Rng prof;
     rng_seed(&prof, (uint64_t)r->c->seed * 7919 + (uint64_t)iteration);
-    if (sampler_run(r->sampler, &r->model, r->acts, r->tokens, &prof, r->tr, err, errlen))
-        return -1;
+    if (policy_sample(r->rollout, r->tokens, &prof, r->tr, 1, err, errlen)) return -1;
     float *mean = r->profile_mean;
     memset(mean, 0, (size_t)r->trainable * sizeof *mean);
     for (int b = 0; b < r->n; b++) {
@@ -237,13 +236,13 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     sc.noise_group = c->same_noise ? G : 0;
     int batch = c->batch < r->n ? c->batch : r->n;
     if (batch < r->trainable) batch = r->trainable; /* the largest chunk must fit one call */
-    if (!(r->sampler = sampler_new(mc, &sc, r->n, batch, err, errlen))) return -1;
+    if (!(r->pol = policy_for_config(c->backend, &r->model, r->has_ref ? &r->ref : NULL, batch, err,
+                                     errlen)) ||
+        !(r->rollout = policy_sampler_new(r->pol, &sc, r->n, err, errlen)))
+        return -1;
     r->threads = omp_get_max_threads();
     int T = mc->text_len, K = r->trainable; /* at most `trainable` chunks */
     r->tr = trajectory_new(mc, r->n, c->steps);
-    r->acts = acts_new(mc, batch);
-    r->ref_acts = r->has_ref ? acts_new(mc, batch) : NULL;
-    r->ws = grpo_workspace_new(mc, batch);
     r->align_ws = calloc((size_t)r->threads, sizeof *r->align_ws);
     r->prompt_index = malloc((size_t)P * sizeof(int));
     r->tokens = malloc((size_t)r->n * T * sizeof(int32_t));
@@ -257,10 +256,9 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     r->item_chunk = malloc((size_t)G * K * sizeof(int));
     r->stats = malloc((size_t)r->n * K * sizeof(GrpoItemStats));
     r->ratio_of = malloc((size_t)r->n * K * sizeof(float));
-    if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || !r->acts ||
-        (r->has_ref && !r->ref_acts) || !r->ws || !r->align_ws || !r->prompt_index || !r->tokens ||
-        !r->rewards || !r->adv || !r->curve || !r->profile_mean || !r->weights || !r->chosen ||
-        !r->items || !r->stats || !r->ratio_of)
+    if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || !r->align_ws ||
+        !r->prompt_index || !r->tokens || !r->rewards || !r->adv || !r->curve || !r->profile_mean ||
+        !r->weights || !r->chosen || !r->items || !r->stats || !r->ratio_of)
         goto oom;
     for (int i = 0; i < r->threads; i++)
         if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
@@ -307,7 +305,7 @@ static void add_item_stats(IterStats *st, int chunk, const GrpoItemStats *s)
 static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
-    int G = c->group_size, batch = acts_batch(r->acts), n_items = 0;
+    int G = c->group_size, batch = policy_batch(r->pol), n_items = 0;
     for (int j = 0; j < G; j++) {
         int b = g * G + j;
         for (int k = 0; k < r->n_train; k++) {
@@ -330,13 +328,12 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
      * over the trajectories one optimizer step accumulates */
     int per_iteration = strcmp(c->optimizer_step, "iteration") == 0;
     float scale = 1.0f / (float)((per_iteration ? c->prompts_per_iter : 1) * G * r->n_train);
-    if (!per_iteration || g == 0) model_zero_grad(&r->model);
+    if (!per_iteration || g == 0) policy_zero_grad(r->pol);
     for (int first = 0; first < n_items;) {
         int last = first, rows = 0;
         while (last < n_items && rows + r->items[last].size <= batch) rows += r->items[last++].size;
-        if (grpo_items_backward(r->ws, &r->model, r->acts, r->has_ref ? &r->ref : NULL, r->ref_acts,
-                                r->tr, &gc, r->items + first, last - first, scale, r->stats + first,
-                                err, errlen))
+        if (policy_items_backward(r->pol, r->rollout, r->tr, &gc, r->items + first, last - first,
+                                  scale, r->stats + first, err, errlen))
             return -1;
         first = last;
     }
@@ -346,7 +343,7 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
         r->ratio_of[r->items[i].traj * r->trainable + ch] = r->stats[i].ratio;
     }
     if (!per_iteration || g == c->prompts_per_iter - 1)
-        st->grad_norm_sum += adamw_step(&r->opt, r->model.params, r->model.grads);
+        st->grad_norm_sum += policy_adamw_step(r->pol, &r->opt);
     return 0;
 }
 
@@ -366,7 +363,8 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
         for (int j = 0; j < G; j++)
             tokenize(&r->vocab, r->prompts[r->prompt_index[p]], T, r->tokens + (p * G + j) * T);
     }
-    if (sampler_run(r->sampler, &r->model, r->acts, r->tokens, &r->rng, r->tr, err, errlen))
+    /* the whole trajectory is needed on the host only for weighted sampling's dynamics */
+    if (policy_sample(r->rollout, r->tokens, &r->rng, r->tr, c->weighted_sampling, err, errlen))
         return -1;
     double t1 = omp_get_wtime();
 
@@ -546,13 +544,14 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     ec.eta = c->eta;
     ec.cfg_scale = 1;
     ec.group_size = 2;
-    ec.batch = c->batch;
+    ec.batch = policy_batch(r->pol);
+    snprintf(ec.backend, sizeof ec.backend, "%s", c->backend);
     ec.grid_images = 32;
     char dir[PATH_BUF + 64];
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
     json_t *report = json_object();
     double mean = NAN;
-    if (eval_model(&r->model, &r->vocab, &ec, dir, report, err, errlen) == 0)
+    if (eval_model(r->pol, &r->vocab, &ec, dir, report, err, errlen) == 0)
         mean = json_real_value(json_object_get(json_object_get(report, "ode"), "align_mean"));
     json_decref(report);
     return mean;
@@ -565,6 +564,7 @@ static int save_checkpoint(Run *r, const char *out, int iter, char *err, size_t 
     CheckpointInfo info = {.step = iter};
     snprintf(info.experiment, sizeof info.experiment, "grpo");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    policy_pull(r->pol, &r->opt); /* the device's parameters and moments, on the CUDA backend */
     if (checkpoint_save(path, &r->model, &r->vocab, &info, err, errlen)) return -1;
     snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
     if (train_state_save(path, &r->opt, &r->rng, iter, err, errlen)) return -1;
@@ -606,6 +606,7 @@ static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
         if (*p == ',') p++;
     }
     if (chunking_from_sizes(list, k, r->trainable, &r->chunks, err, errlen)) return -1;
+    policy_push(r->pol, &r->opt);
     return (int)iter;
 }
 
@@ -678,6 +679,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         CheckpointInfo info = {.step = c->iterations};
         snprintf(info.experiment, sizeof info.experiment, "grpo");
         snprintf(path, sizeof path, "%s/model.safetensors", out);
+        policy_pull(r.pol, NULL);
         rc = checkpoint_save(path, &r.model, &r.vocab, &info, err, errlen);
     }
 done:

@@ -38,6 +38,7 @@ typedef struct {
     double kl_coef;
     int eval_every, eval_prompts, eval_seeds, checkpoint_every, keep_checkpoints;
     int batch, threads;
+    char backend[CONFIG_STRING_MAX];
 } GrpoRunConfig;
 
 extern const ConfigField grpo_fields[];

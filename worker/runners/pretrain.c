@@ -14,13 +14,14 @@
 #include <unistd.h>
 
 #include "adamw.h"
+#include "backend.h"
 #include "checkpoint.h"
 #include "model.h"
 #include "ops.h"
 #include "png.h"
 #include "rng.h"
-#include "sampler.h"
 #include "runner_util.h"
+#include "sampler.h"
 #include "tokenizer.h"
 #include "world/shapes.h"
 
@@ -70,6 +71,8 @@ const ConfigField pretrain_fields[] = {
     F(sample_steps, CONFIG_INT, 1, 1000, "17", "ODE steps for the sample grids"),
     F(sample_shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift for the sample grids"),
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
+    {"backend", CONFIG_STRING, offsetof(PretrainConfig, backend), 0, 0, "\"cpu\"", backend_names,
+     BACKEND_FIELD_DOC},
 };
 const int pretrain_field_count = sizeof pretrain_fields / sizeof pretrain_fields[0];
 #undef F
@@ -90,7 +93,7 @@ typedef struct {
     Vocab vocab;
     AdamW opt;
     Rng rng;
-    Activations *acts;
+    Policy *pol;                  /* the model on the configured backend, for the training passes */
     float *ema;                   /* [num_params] or NULL */
     float *x0, *x1, *xt, *v, *dv; /* [B, S, S, C] */
     float *t, *u, *n;             /* [B] */
@@ -108,7 +111,7 @@ static void run_free(Run *r)
     acts_free(r->sample_acts);
     trajectory_free(r->samples);
     free(r->sample_tokens);
-    acts_free(r->acts);
+    policy_free(r->pol);
     adamw_free(&r->opt);
     free(r->ema);
     free(r->x0), free(r->x1), free(r->xt), free(r->v), free(r->dv);
@@ -171,7 +174,8 @@ static int run_setup(Run *r, const PretrainConfig *c, char *err, size_t errlen)
     /* the data and noise stream; the weights used the seed itself */
     rng_seed(&r->rng, (uint64_t)c->seed ^ 0x5eedda7a5eedda7aull);
     size_t B = (size_t)c->batch_size, img = cfg_image_numel(mc);
-    r->acts = acts_new(mc, c->batch_size);
+    if (!(r->pol = policy_for_config(c->backend, &r->model, NULL, c->batch_size, err, errlen)))
+        return -1;
     if (c->ema_decay > 0) {
         r->ema = malloc(r->model.num_params * sizeof(float));
         if (r->ema) memcpy(r->ema, r->model.params, r->model.num_params * sizeof(float));
@@ -185,8 +189,8 @@ static int run_setup(Run *r, const PretrainConfig *c, char *err, size_t errlen)
     r->u = malloc(B * sizeof(float));
     r->n = malloc(B * sizeof(float));
     r->tokens = malloc(B * mc->text_len * sizeof(int32_t));
-    if (!r->acts || (c->ema_decay > 0 && !r->ema) || !r->x0 || !r->x1 || !r->xt || !r->v ||
-        !r->dv || !r->t || !r->u || !r->n || !r->tokens)
+    if ((c->ema_decay > 0 && !r->ema) || !r->x0 || !r->x1 || !r->xt || !r->v || !r->dv || !r->t ||
+        !r->u || !r->n || !r->tokens)
         goto oom;
     if (c->sample_every > 0) {
         int np, n = c->sample_prompts;
@@ -237,7 +241,7 @@ static double train_step(Run *r, const PretrainConfig *c, int step, double *grad
         for (size_t k = (size_t)i * img; k < (size_t)(i + 1) * img; k++)
             r->xt[k] = (1.0f - t) * r->x0[k] + t * r->x1[k];
     }
-    model_forward(&r->model, r->acts, r->xt, r->t, r->tokens, r->v);
+    policy_forward(r->pol, B, r->xt, r->t, r->tokens, r->v);
     double loss = 0.0;
     float scale = 2.0f / (float)total;
     for (size_t k = 0; k < total; k++) {
@@ -245,11 +249,12 @@ static double train_step(Run *r, const PretrainConfig *c, int step, double *grad
         loss += (double)diff * diff;
         r->dv[k] = scale * diff;
     }
-    model_zero_grad(&r->model);
-    model_backward(&r->model, r->acts, r->dv);
+    policy_zero_grad(r->pol);
+    policy_backward(r->pol, r->dv);
     r->opt.cfg.lr = (float)lr_at(c, step);
-    *grad_norm = adamw_step(&r->opt, r->model.params, r->model.grads);
+    *grad_norm = policy_adamw_step(r->pol, &r->opt);
     if (r->ema) {
+        policy_pull(r->pol, NULL); /* the EMA follows the host copy */
         float d = (float)c->ema_decay, *p = r->model.params;
 #pragma omp parallel for schedule(static)
         for (size_t k = 0; k < r->model.num_params; k++) r->ema[k] = d * r->ema[k] + (1 - d) * p[k];
@@ -265,6 +270,7 @@ static int write_samples(Run *r, const char *out, int step, char *err, size_t er
     char path[PATH_BUF + 64];
     snprintf(path, sizeof path, "%s/samples", out);
     if (make_dirs(path, err, errlen)) return -1;
+    policy_pull(r->pol, NULL); /* the grids sample the host copy, on the CPU */
     for (int which = 0; which < (r->ema ? 2 : 1); which++) {
         Model view = r->model;
         if (which) view.params = r->ema;
@@ -292,6 +298,7 @@ static int save_checkpoint(Run *r, const PretrainConfig *c, const char *out, int
     CheckpointInfo info = {.step = step};
     snprintf(info.experiment, sizeof info.experiment, "pretrain");
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    policy_pull(r->pol, &r->opt);
     if (checkpoint_save(path, &r->model, &r->vocab, &info, err, errlen)) return -1;
     if (r->ema) {
         Model ema_view = r->model; /* same layout, EMA weights */
@@ -337,6 +344,7 @@ static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
                  (long long)iteration, (long long)info.step);
         return -1;
     }
+    policy_push(r->pol, &r->opt);
     return (int)iteration;
 }
 
@@ -353,6 +361,7 @@ static int save_final(Run *r, const char *out, int steps, char *err, size_t errl
     CheckpointInfo info = {.step = steps};
     snprintf(info.experiment, sizeof info.experiment, "pretrain");
     snprintf(path, sizeof path, "%s/model.safetensors", out);
+    policy_pull(r->pol, NULL);
     if (checkpoint_save(path, &r->model, &r->vocab, &info, err, errlen)) return -1;
     if (r->ema) {
         Model ema_view = r->model;

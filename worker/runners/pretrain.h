@@ -36,6 +36,7 @@ typedef struct {
     int sample_every, sample_prompts, sample_steps;
     double sample_shift;
     int threads;
+    char backend[CONFIG_STRING_MAX];
 } PretrainConfig;
 
 extern const ConfigField pretrain_fields[];

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "chart.h"
 #include "checkpoint.h"
 #include "grpo.h"
@@ -42,6 +43,8 @@ const ConfigField profile_fields[] = {
     F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "rollout noise"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
+    {"backend", CONFIG_STRING, offsetof(ProfileConfig, backend), 0, 0, "\"cpu\"", backend_names,
+     BACKEND_FIELD_DOC},
 };
 const int profile_field_count = sizeof profile_fields / sizeof profile_fields[0];
 #undef F
@@ -81,8 +84,8 @@ int profile_run(const ProfileConfig *c, const char *out, char *err, size_t errle
     int n = np * c->seeds, T = mc->text_len, batch = c->batch < n ? c->batch : n;
     SamplerConfig sc;
     sampler_settings(&sc, SAMPLER_SDE, c->steps, c->shift, c->eta, c->sde);
-    Sampler *s = sampler_new(mc, &sc, n, batch, err, errlen);
-    Activations *a = acts_new(mc, batch);
+    Policy *pol = policy_for_config(c->backend, &m, NULL, batch, err, errlen);
+    PolicySampler *s = pol ? policy_sampler_new(pol, &sc, n, err, errlen) : NULL;
     Trajectory *tr = trajectory_new(mc, n, c->steps);
     int32_t *tokens = malloc((size_t)n * T * sizeof *tokens);
     float *curves = malloc((size_t)n * trainable * sizeof *curves);
@@ -93,14 +96,14 @@ int profile_run(const ProfileConfig *c, const char *out, char *err, size_t errle
     float *prompt_sd = calloc((size_t)trainable, sizeof *prompt_sd);
     json_t *report = NULL;
     int rc = -1;
-    if (!s || !a || !tr || !tokens || !curves || !mean || !sd || !lo || !hi || !prompt_sd) {
+    if (!s || !tr || !tokens || !curves || !mean || !sd || !lo || !hi || !prompt_sd) {
         if (s) snprintf(err, errlen, "out of memory for %d rollouts", n);
         goto done;
     }
     for (int i = 0; i < n; i++) tokenize(&vocab, prompts[i % np], T, tokens + i * T);
     Rng rng;
     rng_seed(&rng, (uint64_t)c->seed);
-    if (sampler_run(s, &m, a, tokens, &rng, tr, err, errlen)) goto done;
+    if (policy_sample(s, tokens, &rng, tr, 1, err, errlen)) goto done;
     for (int b = 0; b < n; b++) trajectory_l1rel(tr, b, trainable, curves + (size_t)b * trainable);
     for (int i = 0; i < trainable; i++) {
         double sum = 0, sq = 0;
@@ -153,8 +156,8 @@ done:
     json_decref(report);
     free(tokens), free(curves), free(mean), free(sd), free(lo), free(hi), free(prompt_sd);
     trajectory_free(tr);
-    acts_free(a);
-    sampler_free(s);
+    policy_sampler_free(s);
+    policy_free(pol);
     vocab_free(&vocab);
     model_free(&m);
     return rc;

@@ -19,6 +19,7 @@ typedef struct {
     char prompts[CONFIG_STRING_MAX];
     char sde[CONFIG_STRING_MAX];
     int num_prompts, seeds, steps, chunk_count, max_chunks, batch, threads;
+    char backend[CONFIG_STRING_MAX];
     double shift, eta;
     int64_t seed;
 } ProfileConfig;

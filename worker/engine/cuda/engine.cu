@@ -60,9 +60,13 @@ int cuda_probe(char *name, size_t namelen, char *err, size_t errlen)
     int count = 0;
     cudaError_t st = cudaGetDeviceCount(&count);
     if (st != cudaSuccess || count == 0) {
+        const char *why = st == cudaErrorInsufficientDriver
+                              ? "the NVIDIA driver is missing or older than this build's CUDA"
+                          : st == cudaErrorNoDevice || count == 0 ? "the driver sees no GPU"
+                                                                  : "CUDA could not start";
         if (err)
-            errbuf_printf(err, errlen, "no usable CUDA device (%s)",
-                          st != cudaSuccess ? cudaGetErrorString(st) : "the driver sees none");
+            errbuf_printf(err, errlen, "no usable CUDA device: %s (%s)", why,
+                          st != cudaSuccess ? cudaGetErrorString(st) : "0 devices");
         return -1;
     }
     cudaDeviceProp prop;

@@ -1,0 +1,311 @@
+/*
+ * backend.c: the Policy over the CPU engine or the CUDA library. See backend.h.
+ */
+#include "backend.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cuda/cuda_engine.h"
+#include "errbuf.h"
+
+const char *const backend_names[] = {"cpu", "cuda", NULL};
+
+int backend_from_name(const char *name, BackendKind *out)
+{
+    for (int i = 0; backend_names[i]; i++)
+        if (strcmp(name, backend_names[i]) == 0) return *out = (BackendKind)i, 0;
+    return -1;
+}
+
+/* ---- the CUDA library, loaded on first use ------------------------------------------------- */
+
+#define CUDA_LIBRARY "libchunkgrpo_cuda.so"
+
+/* Every entry point of cuda_engine.h the worker uses, resolved by name. */
+static struct {
+    int loaded; /* 1 loaded, -1 failed (reason in why) */
+    char why[PATH_MAX + 512];
+    int (*probe)(char *, size_t, char *, size_t);
+    CudaEngine *(*engine_new)(const Model *, int, CudaMath, char *, size_t);
+    void (*engine_free)(CudaEngine *);
+    void (*set_params)(CudaEngine *, const float *);
+    void (*get_params)(const CudaEngine *, float *);
+    void (*zero_grad)(CudaEngine *);
+    void (*forward_host)(CudaEngine *, int, const float *, const float *, const int32_t *, float *);
+    void (*backward_host)(CudaEngine *, const float *);
+    double (*adamw_step)(CudaEngine *, AdamW *);
+    void (*get_moments)(const CudaEngine *, float *, float *);
+    void (*set_moments)(CudaEngine *, const float *, const float *);
+    CudaRollout *(*rollout_new)(const CudaEngine *, const SamplerConfig *, int, char *, size_t);
+    void (*rollout_free)(CudaRollout *);
+    int (*rollout_run)(CudaRollout *, CudaEngine *, const int32_t *, Rng *, Trajectory *, int,
+                       char *, size_t);
+    int (*items_backward)(CudaRollout *, CudaEngine *, CudaEngine *, const Trajectory *,
+                          const GrpoConfig *, const GrpoItem *, int, float, GrpoItemStats *, char *,
+                          size_t);
+} cuda;
+
+/* The library's path: $CHUNKGRPO_CUDA_LIB, else beside the running binary. */
+static void cuda_library_path(char *path, size_t len)
+{
+    const char *env = getenv("CHUNKGRPO_CUDA_LIB");
+    if (env && *env) {
+        snprintf(path, len, "%s", env);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(path, len, "%s/%s", slash ? exe : ".", CUDA_LIBRARY);
+}
+
+static int cuda_load(void)
+{
+    if (cuda.loaded) return cuda.loaded > 0 ? 0 : -1;
+    char path[PATH_MAX + 64];
+    cuda_library_path(path, sizeof path);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(cuda.why, sizeof cuda.why,
+                 "the CUDA backend is not available: %s (it is built with the worker wherever "
+                 "nvcc exists; set CHUNKGRPO_CUDA_LIB to use another copy)",
+                 dlerror());
+        cuda.loaded = -1;
+        return -1;
+    }
+    struct {
+        void **slot;
+        const char *name;
+    } syms[] = {
+        {(void **)&cuda.probe, "cuda_probe"},
+        {(void **)&cuda.engine_new, "cuda_engine_new"},
+        {(void **)&cuda.engine_free, "cuda_engine_free"},
+        {(void **)&cuda.set_params, "cuda_engine_set_params"},
+        {(void **)&cuda.get_params, "cuda_engine_get_params"},
+        {(void **)&cuda.zero_grad, "cuda_engine_zero_grad"},
+        {(void **)&cuda.forward_host, "cuda_forward_host"},
+        {(void **)&cuda.backward_host, "cuda_backward_host"},
+        {(void **)&cuda.adamw_step, "cuda_adamw_step"},
+        {(void **)&cuda.get_moments, "cuda_adamw_get_moments"},
+        {(void **)&cuda.set_moments, "cuda_adamw_set_moments"},
+        {(void **)&cuda.rollout_new, "cuda_rollout_new"},
+        {(void **)&cuda.rollout_free, "cuda_rollout_free"},
+        {(void **)&cuda.rollout_run, "cuda_rollout_run"},
+        {(void **)&cuda.items_backward, "cuda_grpo_items_backward"},
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+        if (!(*syms[i].slot = dlsym(h, syms[i].name))) {
+            snprintf(cuda.why, sizeof cuda.why, "%s has no %s: built from another version?", path,
+                     syms[i].name);
+            dlclose(h);
+            cuda.loaded = -1;
+            return -1;
+        }
+    }
+    cuda.loaded = 1;
+    return 0;
+}
+
+int backend_available(BackendKind kind, char *err, size_t errlen)
+{
+    if (kind == BACKEND_CPU) return 0;
+    if (cuda_load()) {
+        errbuf_printf(err, errlen, "%s", cuda.why);
+        return -1;
+    }
+    return cuda.probe(NULL, 0, err, errlen);
+}
+
+/* ---- the policy ---------------------------------------------------------------------------- */
+
+struct Policy {
+    BackendKind kind;
+    Model *m;
+    const Model *ref;
+    int batch;
+    /* cpu */
+    Activations *acts, *ref_acts;
+    GrpoWorkspace *ws;
+    /* cuda */
+    CudaEngine *e, *ref_e;
+};
+
+struct PolicySampler {
+    Policy *p;
+    Sampler *s;     /* cpu */
+    CudaRollout *r; /* cuda */
+};
+
+Policy *policy_new(BackendKind kind, Model *m, const Model *ref, int batch, char *err,
+                   size_t errlen)
+{
+    if (backend_available(kind, err, errlen)) return NULL;
+    Policy *p = calloc(1, sizeof *p);
+    if (!p) {
+        errbuf_printf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->kind = kind, p->m = m, p->ref = ref, p->batch = batch;
+    if (kind == BACKEND_CPU) {
+        p->acts = acts_new(&m->cfg, batch);
+        p->ref_acts = ref ? acts_new(&m->cfg, batch) : NULL;
+        p->ws = grpo_workspace_new(&m->cfg, batch);
+        if (!p->acts || (ref && !p->ref_acts) || !p->ws) {
+            errbuf_printf(err, errlen, "out of memory for activations of %d rows", batch);
+            policy_free(p);
+            return NULL;
+        }
+        return p;
+    }
+    /* sampling in TF32, training in fp32: the CUDA backend's defaults (cuda_engine.h) */
+    if (!(p->e = cuda.engine_new(m, batch, CUDA_MATH_TF32, err, errlen)) ||
+        (ref && !(p->ref_e = cuda.engine_new(ref, batch, CUDA_MATH_TF32, err, errlen)))) {
+        policy_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+Policy *policy_for_config(const char *backend, Model *m, const Model *ref, int batch, char *err,
+                          size_t errlen)
+{
+    BackendKind kind;
+    char inner[600];
+    if (backend_from_name(backend, &kind)) {
+        errbuf_printf(err, errlen, "config.backend = \"%s\" is not \"cpu\" or \"cuda\"", backend);
+        return NULL;
+    }
+    Policy *p = policy_new(kind, m, ref, batch, inner, sizeof inner);
+    if (!p) errbuf_printf(err, errlen, "config.backend = \"%s\": %s", backend, inner);
+    return p;
+}
+
+void policy_free(Policy *p)
+{
+    if (!p) return;
+    acts_free(p->acts);
+    acts_free(p->ref_acts);
+    grpo_workspace_free(p->ws);
+    if (p->e) cuda.engine_free(p->e);
+    if (p->ref_e) cuda.engine_free(p->ref_e);
+    free(p);
+}
+
+int policy_batch(const Policy *p)
+{
+    return p->batch;
+}
+
+BackendKind policy_kind(const Policy *p)
+{
+    return p->kind;
+}
+
+Model *policy_model(const Policy *p)
+{
+    return p->m;
+}
+
+PolicySampler *policy_sampler_new(Policy *p, const SamplerConfig *sc, int n, char *err,
+                                  size_t errlen)
+{
+    PolicySampler *s = calloc(1, sizeof *s);
+    if (!s) {
+        errbuf_printf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->p = p;
+    if (p->kind == BACKEND_CPU)
+        s->s = sampler_new(&p->m->cfg, sc, n, p->batch, err, errlen);
+    else
+        s->r = cuda.rollout_new(p->e, sc, n, err, errlen);
+    if (!s->s && !s->r) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void policy_sampler_free(PolicySampler *s)
+{
+    if (!s) return;
+    sampler_free(s->s);
+    if (s->r) cuda.rollout_free(s->r);
+    free(s);
+}
+
+int policy_sample(PolicySampler *s, const int32_t *tokens, Rng *rng, Trajectory *tr, int need_x,
+                  char *err, size_t errlen)
+{
+    Policy *p = s->p;
+    if (p->kind == BACKEND_CPU) {
+        acts_set_batch(p->acts, p->batch); /* after a policy_forward of fewer rows */
+        return sampler_run(s->s, p->m, p->acts, tokens, rng, tr, err, errlen);
+    }
+    return cuda.rollout_run(s->r, p->e, tokens, rng, tr, need_x, err, errlen);
+}
+
+int policy_items_backward(Policy *p, PolicySampler *from, const Trajectory *tr, const GrpoConfig *c,
+                          const GrpoItem *items, int n_items, float scale, GrpoItemStats *stats,
+                          char *err, size_t errlen)
+{
+    if (p->kind == BACKEND_CPU)
+        return grpo_items_backward(p->ws, p->m, p->acts, p->ref, p->ref_acts, tr, c, items, n_items,
+                                   scale, stats, err, errlen);
+    return cuda.items_backward(from->r, p->e, p->ref_e, tr, c, items, n_items, scale, stats, err,
+                               errlen);
+}
+
+void policy_forward(Policy *p, int B, const float *x, const float *t, const int32_t *tokens,
+                    float *v)
+{
+    if (p->kind == BACKEND_CPU) {
+        acts_set_batch(p->acts, B);
+        model_forward(p->m, p->acts, x, t, tokens, v);
+    } else {
+        cuda.forward_host(p->e, B, x, t, tokens, v);
+    }
+}
+
+void policy_backward(Policy *p, const float *dv)
+{
+    if (p->kind == BACKEND_CPU)
+        model_backward(p->m, p->acts, dv);
+    else
+        cuda.backward_host(p->e, dv);
+}
+
+void policy_zero_grad(Policy *p)
+{
+    if (p->kind == BACKEND_CPU)
+        model_zero_grad(p->m);
+    else
+        cuda.zero_grad(p->e);
+}
+
+double policy_adamw_step(Policy *p, AdamW *opt)
+{
+    if (p->kind == BACKEND_CPU) return adamw_step(opt, p->m->params, p->m->grads);
+    return cuda.adamw_step(p->e, opt);
+}
+
+void policy_pull(Policy *p, AdamW *opt)
+{
+    if (p->kind == BACKEND_CPU) return;
+    cuda.get_params(p->e, p->m->params);
+    if (opt) cuda.get_moments(p->e, opt->m, opt->v);
+}
+
+void policy_push(Policy *p, const AdamW *opt)
+{
+    if (p->kind == BACKEND_CPU) return;
+    cuda.set_params(p->e, p->m->params);
+    if (opt) cuda.set_moments(p->e, opt->m, opt->v);
+}
