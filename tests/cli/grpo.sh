@@ -55,7 +55,8 @@ run "$TMP/profile.json" --out "$TMP/profile2"
 check "profile names a chunk count above the trainable steps" grep -qF 'config.chunk_count' "$TMP/stderr"
 
 ITERS=8
-config "$TMP/a.json" $ITERS '"chunks": "2,3"'
+# the resume runs keep an EMA of the weights too: it must resume exactly as well
+config "$TMP/a.json" $ITERS '"chunks": "2,3", "ema_decay": 0.9'
 run "$TMP/a.json" --out "$TMP/a"
 check "uninterrupted run succeeds" [ "$rc" -eq 0 ]
 for sig in TERM KILL; do
@@ -69,7 +70,21 @@ for sig in TERM KILL; do
     if [ "$rc" -eq 0 ]; then pass "SIG$sig: resumed run finishes"
     else fail "SIG$sig: resumed run finishes" "exit $rc: $(head -c 400 "$TMP/stderr")"; fi
     check "SIG$sig: model equals the uninterrupted run's" cmp -s "$TMP/a/model.safetensors" "$out/model.safetensors"
+    check "SIG$sig: EMA equals the uninterrupted run's" cmp -s "$TMP/a/model_ema.safetensors" "$out/model_ema.safetensors"
     check "SIG$sig: metrics hold each iteration once" [ "$(wc -l <"$out/metrics.jsonl")" -eq $((ITERS + 1)) ]
 done
+
+check "the EMA is written and differs from the last weights" [ -s "$TMP/a/model_ema.safetensors" ] && ! cmp -s "$TMP/a/model.safetensors" "$TMP/a/model_ema.safetensors"
+check "  and evaluations score it" grep -qF 'EMA 0.9' "$TMP/a/eval/iter-0000008/eval.json"
+
+# a training prompt file: captions checked against the grammar, the bad line named
+printf '# two prompts\nA red circle\n\ntwo  green triangles\n' >"$TMP/prompts.txt"
+config "$TMP/p.json" 2 "\"prompts\": \"$TMP/prompts.txt\""
+run "$TMP/p.json" --out "$TMP/prompts"
+check "a prompt file trains on its captions only" [ "$rc" -eq 0 -a "$(cat "$TMP"/prompts/groups/*.json | grep -hoE '"prompt": "[^"]*"' | sort -u | grep -cvE '"(a red circle|two green triangles)"')" -eq 0 ]
+printf 'a red circle\na red dragon\n' >"$TMP/bad-prompts.txt"
+config "$TMP/p.json" 2 "\"prompts\": \"$TMP/bad-prompts.txt\""
+run "$TMP/p.json" --out "$TMP/prompts2"
+check "a caption outside the grammar is named with its line" grep -qF "bad-prompts.txt line 2: \"a red dragon\"" "$TMP/stderr"
 
 summary grpo

@@ -36,6 +36,9 @@ static const char *const optimizer_steps[] = {"group", "iteration", NULL};
 const ConfigField grpo_fields[] = {
     {"model", CONFIG_STRING, offsetof(GrpoRunConfig, model), 0, 0,
      "\"models/shapes-small.safetensors\"", NULL, "the base model to fine-tune"},
+    {"prompts", CONFIG_STRING, offsetof(GrpoRunConfig, prompts), 0, 0, "\"train\"", NULL,
+     "training prompts: train (the world's RL set), heldout, all, or a file of captions, one per "
+     "line (docs/prompts.md); evaluation always uses the held-out set"},
     {"method", CONFIG_STRING, offsetof(GrpoRunConfig, method), 0, 0, "\"chunk_grpo\"", methods,
      "grpo: step level (every chunk one transition); chunk_grpo: the chunks below"},
     {"chunks", CONFIG_STRING, offsetof(GrpoRunConfig, chunks), 0, 0, "\"auto\"", NULL,
@@ -81,6 +84,10 @@ const ConfigField grpo_fields[] = {
      "all groups of an iteration, a gradient averaged over P times more trajectories"},
     F(kl_coef, CONFIG_FLOAT, 0, 1e6, "0",
       "weight of the KL to the frozen base model (Flow-GRPO style); 0 = off (paper)"),
+    F(ema_decay, CONFIG_FLOAT, 0, 0.999999, "0",
+      "an exponential moving average of the policy's weights, updated after every optimizer "
+      "step (0 = off, as the paper); when on, evaluations score the average and it is saved as "
+      "model_ema.safetensors. Flow-GRPO evaluates such an average"),
     F(eval_every, CONFIG_INT, 0, 1000000, "10",
       "iterations between held-out evaluations; 0 = end only"),
     F(eval_prompts, CONFIG_INT, 1, 100000, "64", "held-out prompts evaluated (ODE)"),
@@ -104,13 +111,15 @@ typedef struct {
     AdamW opt;
     Rng rng;
     Policy *pol;            /* the model on the configured backend */
+    float *ema;             /* [num_params] the average of the weights, or NULL */
     PolicySampler *rollout; /* the SDE rollouts of an iteration (and the profiles) */
     Trajectory *tr;
     AlignWorkspace **align_ws; /* one per thread */
     int threads;
     Chunking chunks;
     int n, trainable, n_train;
-    const char *const *prompts;
+    PromptList prompt_list;
+    const char *const *prompts; /* prompt_list's */
     int num_prompts;
     int *prompt_index;    /* [P] */
     int32_t *tokens;      /* [n, T] */
@@ -139,6 +148,8 @@ static void run_free(Run *r)
     free(r->ratio_of);
     adamw_free(&r->opt);
     vocab_free(&r->vocab);
+    prompt_list_free(&r->prompt_list);
+    free(r->ema);
     if (r->has_ref) model_free(&r->ref);
     model_free(&r->model);
 }
@@ -220,7 +231,9 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
         vocab_free(&v2);
         r->has_ref = 1;
     }
-    r->prompts = world_prompts(PROMPTS_TRAIN, &r->num_prompts);
+    if (prompt_list_load(c->prompts, "prompts", &r->prompt_list, err, errlen)) return -1;
+    r->prompts = r->prompt_list.items;
+    r->num_prompts = r->prompt_list.count;
     int P = c->prompts_per_iter, G = c->group_size;
     r->n = P * G;
     r->trainable = c->steps - 1;
@@ -256,9 +269,11 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     r->item_chunk = malloc((size_t)G * K * sizeof(int));
     r->stats = malloc((size_t)r->n * K * sizeof(GrpoItemStats));
     r->ratio_of = malloc((size_t)r->n * K * sizeof(float));
-    if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || !r->align_ws ||
-        !r->prompt_index || !r->tokens || !r->rewards || !r->adv || !r->curve || !r->profile_mean ||
-        !r->weights || !r->chosen || !r->items || !r->stats || !r->ratio_of)
+    if (c->ema_decay > 0 && (r->ema = malloc(r->model.num_params * sizeof(float))))
+        memcpy(r->ema, r->model.params, r->model.num_params * sizeof(float));
+    if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || (c->ema_decay > 0 && !r->ema) ||
+        !r->align_ws || !r->prompt_index || !r->tokens || !r->rewards || !r->adv || !r->curve ||
+        !r->profile_mean || !r->weights || !r->chosen || !r->items || !r->stats || !r->ratio_of)
         goto oom;
     for (int i = 0; i < r->threads; i++)
         if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
@@ -342,8 +357,15 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
         add_item_stats(st, ch, &r->stats[i]);
         r->ratio_of[r->items[i].traj * r->trainable + ch] = r->stats[i].ratio;
     }
-    if (!per_iteration || g == c->prompts_per_iter - 1)
+    if (!per_iteration || g == c->prompts_per_iter - 1) {
         st->grad_norm_sum += policy_adamw_step(r->pol, &r->opt);
+        if (r->ema) {
+            float d = (float)c->ema_decay, *p = r->model.params;
+            policy_pull(r->pol, NULL); /* the average follows the host copy */
+            for (size_t k = 0; k < r->model.num_params; k++)
+                r->ema[k] = d * r->ema[k] + (1 - d) * p[k];
+        }
+    }
     return 0;
 }
 
@@ -528,6 +550,19 @@ static int write_group_view(const Run *r, const char *out, int iter, char *err, 
     return rc;
 }
 
+/* Exchanges the policy's weights and their average, on the host and the backend. */
+static void swap_ema(Run *r)
+{
+    policy_pull(r->pol, NULL);
+    float *p = r->model.params;
+    for (size_t k = 0; k < r->model.num_params; k++) {
+        float t = p[k];
+        p[k] = r->ema[k];
+        r->ema[k] = t;
+    }
+    policy_push(r->pol, NULL);
+}
+
 /* Held-out ODE evaluation of the current policy into eval/iter-NNNNNNN; returns its mean. */
 static double evaluate(Run *r, const char *out, int iter, char *err, size_t errlen)
 {
@@ -551,10 +586,28 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
     json_t *report = json_object();
     double mean = NAN;
+    if (r->ema) { /* score the average: swap it in (host and device), then back */
+        snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
+                 c->ema_decay);
+        swap_ema(r);
+    }
     if (eval_model(r->pol, &r->vocab, &ec, dir, report, err, errlen) == 0)
         mean = json_real_value(json_object_get(json_object_get(report, "ode"), "align_mean"));
+    if (r->ema) swap_ema(r);
     json_decref(report);
     return mean;
+}
+
+/* DIR/NAME: the EMA weights as a checkpoint of the same model. */
+static int save_ema(Run *r, const char *dir, const char *name, int iter, char *err, size_t errlen)
+{
+    char path[PATH_BUF + 64];
+    CheckpointInfo info = {.step = iter};
+    snprintf(info.experiment, sizeof info.experiment, "grpo");
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    Model view = r->model; /* same layout, the average's weights */
+    view.params = r->ema;
+    return checkpoint_save(path, &view, &r->vocab, &info, err, errlen);
 }
 
 static int save_checkpoint(Run *r, const char *out, int iter, char *err, size_t errlen)
@@ -566,6 +619,7 @@ static int save_checkpoint(Run *r, const char *out, int iter, char *err, size_t 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     policy_pull(r->pol, &r->opt); /* the device's parameters and moments, on the CUDA backend */
     if (checkpoint_save(path, &r->model, &r->vocab, &info, err, errlen)) return -1;
+    if (r->ema && save_ema(r, dir, "ema.safetensors", iter, err, errlen)) return -1;
     snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
     if (train_state_save(path, &r->opt, &r->rng, iter, err, errlen)) return -1;
     char sizes[4 * GRPO_MAX_CHUNKS + 8];
@@ -594,6 +648,18 @@ static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
     if (!ok) {
         snprintf(err, errlen, "%s: not the size of config.model", path);
         return -1;
+    }
+    if (r->ema) {
+        snprintf(path, sizeof path, "%s/ema.safetensors", dir);
+        if (checkpoint_load(path, &m, &v, NULL, err, errlen)) return -1;
+        ok = m.num_params == r->model.num_params;
+        if (ok) memcpy(r->ema, m.params, m.num_params * sizeof(float));
+        vocab_free(&v);
+        model_free(&m);
+        if (!ok) {
+            snprintf(err, errlen, "%s: not the size of config.model", path);
+            return -1;
+        }
     }
     int64_t iter;
     snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
@@ -681,6 +747,8 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         snprintf(path, sizeof path, "%s/model.safetensors", out);
         policy_pull(r.pol, NULL);
         rc = checkpoint_save(path, &r.model, &r.vocab, &info, err, errlen);
+        if (rc == 0 && r.ema)
+            rc = save_ema(&r, out, "model_ema.safetensors", c->iterations, err, errlen);
     }
 done:
     if (metrics) fclose(metrics);

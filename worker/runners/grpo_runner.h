@@ -10,8 +10,9 @@
  * at the start) or dynamic (re-profiled every profile_every iterations).
  *
  * Output folder, as pretrain's (config.json, metrics.jsonl, checkpoints/ with exact resume,
- * model.safetensors), plus eval/iter-NNNNNN/ (held-out ODE evaluation: eval.json, grid) and
- * groups/iter-NNNNNN.png + .json (one group: its images, rewards, advantages, chunk ratios).
+ * model.safetensors, and model_ema.safetensors when ema_decay > 0), plus eval/iter-NNNNNN/
+ * (held-out ODE evaluation: eval.json, grid) and groups/iter-NNNNNN.png + .json (one group: its
+ * images, rewards, advantages, chunk ratios).
  */
 #ifndef CHUNKGRPO_GRPO_RUNNER_H
 #define CHUNKGRPO_GRPO_RUNNER_H
@@ -24,6 +25,7 @@
 
 typedef struct {
     char model[CONFIG_STRING_MAX];
+    char prompts[CONFIG_STRING_MAX];
     char method[CONFIG_STRING_MAX];
     char chunks[CONFIG_STRING_MAX];
     int chunk_count, profile_every, weighted_sampling;
@@ -35,7 +37,7 @@ typedef struct {
     char sde[CONFIG_STRING_MAX];
     double clip_eps, adv_clip, lr, beta1, beta2, eps, weight_decay, grad_clip;
     char optimizer_step[CONFIG_STRING_MAX];
-    double kl_coef;
+    double kl_coef, ema_decay;
     int eval_every, eval_prompts, eval_seeds, checkpoint_every, keep_checkpoints;
     int batch, threads;
     char backend[CONFIG_STRING_MAX];

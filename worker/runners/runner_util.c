@@ -6,10 +6,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "world/shapes.h"
 
 int make_dirs(const char *path, char *err, size_t errlen)
 {
@@ -227,4 +230,94 @@ int has_checkpoint(const char *out)
     char path[PATH_BUF + 32];
     snprintf(path, sizeof path, "%s/checkpoints/latest", out);
     return access(path, F_OK) == 0;
+}
+
+static int prompt_list_add(PromptList *p, const char *caption)
+{
+    const char **grown = realloc(p->items, ((size_t)p->count + 1) * sizeof *grown);
+    if (!grown) return -1;
+    p->items = grown;
+    p->items[p->count++] = caption;
+    return 0;
+}
+
+int prompt_list_load(const char *spec, const char *field, PromptList *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int train = strcmp(spec, "train") == 0 || strcmp(spec, "all") == 0;
+    int heldout = strcmp(spec, "heldout") == 0 || strcmp(spec, "all") == 0;
+    if (train || heldout) {
+        for (int set = 0; set < 2; set++) {
+            if (!(set == 0 ? train : heldout)) continue;
+            int n;
+            const char *const *prompts =
+                world_prompts(set == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, &n);
+            for (int i = 0; i < n; i++)
+                if (prompt_list_add(out, prompts[i])) goto oom;
+        }
+        return 0;
+    }
+    FILE *f = fopen(spec, "rb");
+    if (!f) {
+        snprintf(err, errlen,
+                 "config.%s: \"%s\" is not train, heldout or all, and no file of "
+                 "that name can be read: %s",
+                 field, spec, strerror(errno));
+        return -1;
+    }
+    size_t cap = 0, len = 0;
+    for (int c; (c = fgetc(f)) != EOF;) {
+        if (len + 2 > cap) {
+            cap = cap ? 2 * cap : 4096;
+            char *grown = realloc(out->text, cap);
+            if (!grown) {
+                fclose(f);
+                goto oom;
+            }
+            out->text = grown;
+        }
+        out->text[len++] = (char)c;
+    }
+    fclose(f);
+    if (!out->text && !(out->text = calloc(1, 1))) goto oom;
+    out->text[len] = '\0';
+    int line = 0;
+    for (char *s = out->text; s && *s;) {
+        char *nl = strchr(s, '\n');
+        if (nl) *nl = '\0';
+        line++;
+        size_t n = strlen(s);
+        if (n && s[n - 1] == '\r') s[--n] = '\0';
+        if (n && s[0] != '#') {
+            Scene scene;
+            char why[256];
+            if (world_scene_for_caption(s, 0, 0, &scene, why, sizeof why)) {
+                snprintf(err, errlen, "config.%s: %s line %d: \"%.80s\": %s", field, spec, line, s,
+                         why);
+                prompt_list_free(out);
+                return -1;
+            }
+            /* the canonical form (lower case, single spaces) is never longer */
+            if (strlen(scene.caption) <= n) strcpy(s, scene.caption);
+            if (prompt_list_add(out, s)) goto oom;
+        }
+        s = nl ? nl + 1 : NULL;
+    }
+    if (out->count == 0) {
+        snprintf(err, errlen, "config.%s: %s holds no prompt", field, spec);
+        prompt_list_free(out);
+        return -1;
+    }
+    return 0;
+oom:
+    prompt_list_free(out);
+    snprintf(err, errlen, "config.%s: out of memory", field);
+    return -1;
+}
+
+void prompt_list_free(PromptList *p)
+{
+    free(p->items);
+    free(p->text);
+    memset(p, 0, sizeof *p);
 }

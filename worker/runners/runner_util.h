@@ -44,6 +44,23 @@ SdeKind sde_kind_named(const char *name);
 void sampler_settings(SamplerConfig *sc, SamplerKind kind, int steps, double shift, double eta,
                       const char *sde);
 
+/* A training prompt set: "train" or "heldout" (the world's fixed sets, docs/prompts.md), "all"
+ * (both), or the path of a text file with one caption per line (blank lines and lines starting
+ * with # skipped), each checked against the world's grammar, since the align reward can only
+ * score those. */
+typedef struct {
+    const char **items; /* [count]; owned, as is the text they point into */
+    int count;
+    char *text;
+} PromptList;
+
+/* Loads spec into *out (free with prompt_list_free). Returns 0, or -1 with a message naming
+ * `field`, the file and the line: 'config.prompts: my.txt line 3: "a red dragon": unknown shape
+ * "dragon"'. */
+int prompt_list_load(const char *spec, const char *field, PromptList *out, char *err,
+                     size_t errlen);
+void prompt_list_free(PromptList *p);
+
 /* Writes out/config.json (the effective config of `kind`), or on resume checks the config
  * against it: every field but `growable` (the step or iteration count, which may grow) must be
  * what the run started with. A fresh run refuses a folder that already holds one. Returns 0, or
