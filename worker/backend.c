@@ -45,6 +45,7 @@ static struct {
     void (*rollout_free)(CudaRollout *);
     int (*rollout_run)(CudaRollout *, CudaEngine *, const int32_t *, Rng *, Trajectory *, int,
                        char *, size_t);
+    void (*rollout_set_late)(CudaRollout *, CudaEngine *, int);
     int (*items_backward)(CudaRollout *, CudaEngine *, CudaEngine *, const Trajectory *,
                           const GrpoConfig *, const GrpoItem *, int, float, GrpoItemStats *, char *,
                           size_t);
@@ -98,6 +99,7 @@ static int cuda_load(void)
         {(void **)&cuda.rollout_new, "cuda_rollout_new"},
         {(void **)&cuda.rollout_free, "cuda_rollout_free"},
         {(void **)&cuda.rollout_run, "cuda_rollout_run"},
+        {(void **)&cuda.rollout_set_late, "cuda_rollout_set_late"},
         {(void **)&cuda.items_backward, "cuda_grpo_items_backward"},
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
@@ -239,6 +241,22 @@ void policy_sampler_free(PolicySampler *s)
     sampler_free(s->s);
     if (s->r) cuda.rollout_free(s->r);
     free(s);
+}
+
+int policy_sampler_set_late(PolicySampler *s, Policy *late, int from_step, char *err, size_t errlen)
+{
+    if (late && (late->kind != s->p->kind || late->m->num_params != s->p->m->num_params ||
+                 late->batch != s->p->batch)) {
+        errbuf_printf(err, errlen,
+                      "hybrid sampling needs a late model of the same size, backend "
+                      "and batch");
+        return -1;
+    }
+    if (s->p->kind == BACKEND_CPU)
+        sampler_set_late_model(s->s, late ? late->m : NULL, from_step);
+    else
+        cuda.rollout_set_late(s->r, late ? late->e : NULL, from_step);
+    return 0;
 }
 
 int policy_sample(PolicySampler *s, const int32_t *tokens, Rng *rng, Trajectory *tr, int need_x,

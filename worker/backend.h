@@ -70,6 +70,12 @@ PolicySampler *policy_sampler_new(Policy *p, const SamplerConfig *sc, int n, cha
                                   size_t errlen);
 void policy_sampler_free(PolicySampler *s);
 
+/* Hybrid sampling (sampler_set_late_model): from transition from_step on, the sampler takes the
+ * velocity from the policy `late` (its current weights; same model size, backend and batch), or
+ * plainly again with late NULL. Returns 0, or -1 with a message when late does not match. */
+int policy_sampler_set_late(PolicySampler *s, Policy *late, int from_step, char *err,
+                            size_t errlen);
+
 /* sampler_run through the policy into tr: tokens [n, T], noise from rng. The CUDA backend copies
  * the whole x back only when need_x (sigmas, tokens, logp and x0_hat always); the CPU fills it
  * anyway. Returns 0, or -1 with a message. */

@@ -164,6 +164,14 @@ Sampler *sampler_new(const ModelConfig *cfg, const SamplerConfig *sc, int n, int
 void sampler_free(Sampler *s);
 
 /*
+ * Hybrid sampling (algorithm.md section 7, the paper's "hybrid" evaluation: the first 30 of 50
+ * steps with the trained model, the rest with the base model): from transition from_step on,
+ * sampler_run takes the velocity from `late` instead of its model argument. late (borrowed, the
+ * same config) NULL turns it off; from_step >= steps never switches.
+ */
+void sampler_set_late_model(Sampler *s, const Model *late, int from_step);
+
+/*
  * Samples n trajectories: tokens [n, T] (borrowed; ids in [0, V)), noise from rng (advanced as
  * described above), into tr (allocated for this n, steps and model). m and a are borrowed; a
  * must have the plan's batch size and is overwritten. Guidance runs a second forward per batch.

@@ -20,17 +20,25 @@ struct Sampler {
     SamplerConfig cfg;
     ModelConfig mcfg;
     int n, B;
-    size_t img;      /* S*S*C */
-    float *sigmas;   /* [steps+1] */
-    float *t;        /* [B] this step's sigma for every row */
-    float *xb;       /* [B, img] padded input of a partial batch */
-    int32_t *tokb;   /* [B, T] padded prompts of a partial batch */
-    int32_t *uncond; /* [B, T] all PAD: the unconditional branch */
-    float *v;        /* [B, img] (guided) velocity */
-    float *vu;       /* [B, img] unconditional velocity (guidance only) */
-    float *mu;       /* [B, img] SDE means of the current batch */
-    float *z;        /* [n, img] this step's noise (SDE from an Rng) */
+    size_t img;        /* S*S*C */
+    float *sigmas;     /* [steps+1] */
+    float *t;          /* [B] this step's sigma for every row */
+    float *xb;         /* [B, img] padded input of a partial batch */
+    int32_t *tokb;     /* [B, T] padded prompts of a partial batch */
+    int32_t *uncond;   /* [B, T] all PAD: the unconditional branch */
+    float *v;          /* [B, img] (guided) velocity */
+    float *vu;         /* [B, img] unconditional velocity (guidance only) */
+    float *mu;         /* [B, img] SDE means of the current batch */
+    float *z;          /* [n, img] this step's noise (SDE from an Rng) */
+    const Model *late; /* hybrid sampling: the model of transitions late_from.. (or NULL) */
+    int late_from;
 };
+
+void sampler_set_late_model(Sampler *s, const Model *late, int from_step)
+{
+    s->late = late;
+    s->late_from = from_step;
+}
 
 Sampler *sampler_new(const ModelConfig *cfg, const SamplerConfig *sc, int n, int batch, char *err,
                      size_t errlen)
@@ -173,7 +181,7 @@ static void sampler_loop(Sampler *s, const Model *m, Activations *a, const int32
         for (int b = 0; b < s->B; b++) s->t[b] = s->sigmas[i];
         for (int b0 = 0; b0 < n; b0 += s->B) {
             int nb = n - b0 < s->B ? n - b0 : s->B;
-            sampler_velocity(s, m, a, xi, tokens, b0, nb);
+            sampler_velocity(s, s->late && i >= s->late_from ? s->late : m, a, xi, tokens, b0, nb);
             const float *v = s->v;
             /* one trajectory per iteration: its log-probability is summed in a fixed order */
 #pragma omp parallel for schedule(static)

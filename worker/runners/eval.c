@@ -26,6 +26,7 @@
     }
 static const char *const prompt_sets[] = {"heldout", "train", NULL};
 static const char *const sde_kinds[] = {"flow", "dance", NULL};
+static const char *const eval_modes[] = {"ode", "hybrid", NULL};
 
 const ConfigField eval_fields[] = {
     {"model", CONFIG_STRING, offsetof(EvalConfig, model), 0, 0,
@@ -44,6 +45,13 @@ const ConfigField eval_fields[] = {
     {"sde", CONFIG_STRING, offsetof(EvalConfig, sde), 0, 0, "\"flow\"", sde_kinds,
      "SDE kind of the group pass"},
     F(cfg_scale, CONFIG_FLOAT, 0, 100, "1", "classifier-free guidance scale; 1 = none"),
+    {"mode", CONFIG_STRING, offsetof(EvalConfig, mode), 0, 0, "\"ode\"", eval_modes,
+     "ode: the model samples every step; hybrid: it samples the first hybrid_steps, base_model "
+     "the rest (the paper's hybrid evaluation: 30 of 50 steps by the trained model)"},
+    {"base_model", CONFIG_STRING, offsetof(EvalConfig, base_model), 0, 0, "\"\"", NULL,
+     "hybrid: the checkpoint of the late steps (the model the evaluated one was tuned from)"},
+    F(hybrid_steps, CONFIG_INT, 0, SAMPLER_MAX_STEPS, "0",
+      "hybrid: transitions sampled by the evaluated model; 0 = 60% of steps"),
     F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "noise seed of both passes"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
@@ -97,11 +105,12 @@ static const char *const *eval_prompt_set(const EvalConfig *c, int *np)
     return prompts;
 }
 
-/* Samples tokens [n, T] through the policy with the given sampler settings and scores every
- * final image. */
-static int sample_and_score(Policy *pol, const SamplerConfig *sc, const int32_t *tokens,
-                            const char *const *prompt_of, int n, uint64_t seed, Trajectory **out_tr,
-                            AlignResult *results, char *err, size_t errlen)
+/* Samples tokens [n, T] through the policy with the given sampler settings (the transitions
+ * from late_from on through `late`, when set) and scores every final image. */
+static int sample_and_score(Policy *pol, Policy *late, int late_from, const SamplerConfig *sc,
+                            const int32_t *tokens, const char *const *prompt_of, int n,
+                            uint64_t seed, Trajectory **out_tr, AlignResult *results, char *err,
+                            size_t errlen)
 {
     const ModelConfig *mc = &policy_model(pol)->cfg;
     PolicySampler *s = policy_sampler_new(pol, sc, n, err, errlen);
@@ -111,6 +120,7 @@ static int sample_and_score(Policy *pol, const SamplerConfig *sc, const int32_t 
         if (s) snprintf(err, errlen, "out of memory for %d samples", n);
         goto done;
     }
+    if (late && policy_sampler_set_late(s, late, late_from, err, errlen)) goto done;
     Rng rng;
     rng_seed(&rng, seed);
     if (policy_sample(s, tokens, &rng, tr, 0, err, errlen)) goto done;
@@ -164,9 +174,19 @@ static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_o
     json_decref(o);
 }
 
-int eval_model(Policy *pol, const Vocab *vocab, const EvalConfig *c, const char *out,
+int eval_hybrid_steps(int hybrid_steps, int steps)
+{
+    return hybrid_steps ? hybrid_steps : (int)lround(0.6 * steps);
+}
+
+int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *c, const char *out,
                json_t *report, char *err, size_t errlen)
 {
+    int hybrid = strcmp(c->mode, "hybrid") == 0;
+    if (hybrid && !base) {
+        snprintf(err, errlen, "config.mode: hybrid evaluation needs a base model");
+        return -1;
+    }
     if (make_dirs(out, err, errlen)) return -1;
     const ModelConfig *mc = &policy_model(pol)->cfg;
     int T = mc->text_len, np;
@@ -206,8 +226,9 @@ int eval_model(Policy *pol, const Vocab *vocab, const EvalConfig *c, const char 
                 tokenize(vocab, prompts[i], T, tokens + i * T);
                 prompt_of[i] = prompts[i];
             }
-            if (sample_and_score(pol, &sc, tokens, prompt_of, np, (uint64_t)c->seed * 1000 + k, &tr,
-                                 res, err, errlen))
+            if (sample_and_score(
+                    pol, hybrid ? base : NULL, eval_hybrid_steps(c->hybrid_steps, c->steps), &sc,
+                    tokens, prompt_of, np, (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
                 goto done;
             for (int i = 0; i < np; i++) {
                 sum += res[i].score;
@@ -228,6 +249,12 @@ int eval_model(Policy *pol, const Vocab *vocab, const EvalConfig *c, const char 
         json_object_set_new(o, "align_mean", json_real(sum / n_ode));
         json_object_set_new(o, "samples", json_integer(n_ode));
         json_object_set_new(o, "seeds", json_integer(c->ode_seeds));
+        json_object_set_new(o, "mode", json_string(c->mode));
+        if (hybrid) {
+            json_object_set_new(o, "hybrid_steps",
+                                json_integer(eval_hybrid_steps(c->hybrid_steps, c->steps)));
+            json_object_set_new(o, "base_model", json_string(c->base_model));
+        }
         json_object_set_new(o, "by_requirement", kind_json(&kinds));
         json_object_set_new(report, "ode", o);
     }
@@ -239,8 +266,8 @@ int eval_model(Policy *pol, const Vocab *vocab, const EvalConfig *c, const char 
             prompt_of[i] = prompts[i / G];
             tokenize(vocab, prompt_of[i], T, tokens + i * T);
         }
-        if (sample_and_score(pol, &sc, tokens, prompt_of, n_sde, (uint64_t)c->seed * 1000 + 999,
-                             &tr, res, err, errlen))
+        if (sample_and_score(pol, NULL, 0, &sc, tokens, prompt_of, n_sde,
+                             (uint64_t)c->seed * 1000 + 999, &tr, res, err, errlen))
             goto done;
         double sum = 0, std_sum = 0;
         int tied = 0;
@@ -300,14 +327,32 @@ int eval_run(const EvalConfig *c, const char *out, char *err, size_t errlen)
     eval_prompt_set(c, &np);
     int n_sde = (c->sde_prompts < np ? c->sde_prompts : np) * c->group_size;
     int rows = np > n_sde ? np : n_sde, batch = c->batch < rows ? c->batch : rows;
-    Policy *pol = policy_for_config(c->backend, &m, NULL, batch > 0 ? batch : 1, err, errlen);
-    int rc = -1;
-    if (pol) {
-        json_t *report = json_object();
-        rc = eval_model(pol, &vocab, c, out, report, err, errlen);
-        json_decref(report);
+    if (batch < 1) batch = 1;
+    int hybrid = strcmp(c->mode, "hybrid") == 0, rc = -1;
+    Model base;
+    Vocab base_vocab;
+    Policy *pol = NULL, *base_pol = NULL;
+    memset(&base, 0, sizeof base), memset(&base_vocab, 0, sizeof base_vocab);
+    if (hybrid && !c->base_model[0]) {
+        snprintf(err, errlen, "config.base_model: hybrid evaluation needs the base checkpoint");
+        goto done;
     }
+    if (hybrid && checkpoint_load(c->base_model, &base, &base_vocab, NULL, err, errlen)) goto done;
+    if (hybrid && base.num_params != m.num_params) {
+        snprintf(err, errlen, "config.base_model: %s is not the size of config.model",
+                 c->base_model);
+        goto done;
+    }
+    if (!(pol = policy_for_config(c->backend, &m, NULL, batch, err, errlen)) ||
+        (hybrid && !(base_pol = policy_for_config(c->backend, &base, NULL, batch, err, errlen))))
+        goto done;
+    json_t *report = json_object();
+    rc = eval_model(pol, base_pol, &vocab, c, out, report, err, errlen);
+    json_decref(report);
+done:
+    policy_free(base_pol);
     policy_free(pol);
+    if (hybrid) vocab_free(&base_vocab), model_free(&base);
     vocab_free(&vocab);
     model_free(&m);
     return rc;

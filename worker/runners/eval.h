@@ -3,7 +3,8 @@
  *
  * Two passes, both on the same prompts and noise every time they run:
  *   ODE: every prompt with `ode_seeds` seeds, deterministic sampling: the mean align reward (the
- *        paper's evaluation protocol, algorithm.md section 7);
+ *        paper's evaluation protocol, algorithm.md section 7); mode "hybrid" samples the late
+ *        steps with a base model instead (the paper's hybrid evaluation);
  *   SDE: `sde_prompts` prompts, `group_size` samples each, as GRPO samples its groups: the mean
  *        reward, the mean within-group standard deviation and the fraction of groups whose
  *        rewards are all equal (GRPO learns nothing from those).
@@ -27,6 +28,9 @@ typedef struct {
     double shift, eta, cfg_scale;
     char sde[CONFIG_STRING_MAX];
     int64_t seed;
+    char mode[CONFIG_STRING_MAX];       /* "ode" or "hybrid" */
+    char base_model[CONFIG_STRING_MAX]; /* hybrid: the model of the late steps */
+    int hybrid_steps;                   /* hybrid: transitions by the model (0 = 60%) */
     int batch, threads, grid_images;
     char backend[CONFIG_STRING_MAX];
 } EvalConfig;
@@ -37,12 +41,17 @@ extern const int eval_field_count;
 /* Loads cfg->model and evaluates it into out_dir. Returns 0, or -1 with a message in err. */
 int eval_run(const EvalConfig *cfg, const char *out_dir, char *err, size_t errlen);
 
-/* Evaluates the model of a policy (on its backend and batch; cfg->model, cfg->batch and
- * cfg->backend are only reported) into out_dir, adding the figures to report (the object also
- * written as out_dir/eval.json): "ode": {"align_mean", ...}, "sde": {"align_mean",
- * "within_group_std", "tied_group_fraction", ...}. pol and vocab are borrowed. Returns 0, or -1
- * with a message in err. */
-int eval_model(Policy *pol, const Vocab *vocab, const EvalConfig *cfg, const char *out_dir,
-               json_t *report, char *err, size_t errlen);
+/* Evaluates the model of a policy (on its backend and batch; cfg->model, cfg->base_model,
+ * cfg->batch and cfg->backend are only reported) into out_dir, adding the figures to report (the
+ * object also written as out_dir/eval.json): "ode": {"align_mean", ...}, "sde": {"align_mean",
+ * "within_group_std", "tied_group_fraction", ...}. With cfg->mode "hybrid", the ODE pass hands
+ * the late transitions to the policy `base` (algorithm.md section 7); base is unused otherwise.
+ * pol, base and vocab are borrowed. Returns 0, or -1 with a message in err. */
+int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *cfg,
+               const char *out_dir, json_t *report, char *err, size_t errlen);
+
+/* The transitions a hybrid evaluation samples with the trained model: cfg's hybrid_steps, or
+ * 60% of the steps (the paper's 30 of 50) when that is 0. */
+int eval_hybrid_steps(int hybrid_steps, int steps);
 
 #endif

@@ -32,6 +32,7 @@
 static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
 static const char *const sde_kinds[] = {"flow", "dance", NULL};
 static const char *const optimizer_steps[] = {"group", "iteration", NULL};
+static const char *const eval_modes[] = {"ode", "hybrid", NULL};
 
 const ConfigField grpo_fields[] = {
     {"model", CONFIG_STRING, offsetof(GrpoRunConfig, model), 0, 0,
@@ -92,6 +93,11 @@ const ConfigField grpo_fields[] = {
       "iterations between held-out evaluations; 0 = end only"),
     F(eval_prompts, CONFIG_INT, 1, 100000, "64", "held-out prompts evaluated (ODE)"),
     F(eval_seeds, CONFIG_INT, 1, 64, "2", "seeds per held-out prompt"),
+    {"eval_mode", CONFIG_STRING, offsetof(GrpoRunConfig, eval_mode), 0, 0, "\"ode\"", eval_modes,
+     "held-out evaluations: ode (the policy samples every step), or hybrid (the policy samples "
+     "the first hybrid_steps, the base model the rest: the paper's hybrid evaluation)"},
+    F(hybrid_steps, CONFIG_INT, 0, SAMPLER_MAX_STEPS, "0",
+      "hybrid: transitions sampled by the policy; 0 = 60% of steps (the paper's 30 of 50)"),
     F(checkpoint_every, CONFIG_INT, 1, 1000000, "10", "iterations between checkpoints"),
     F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size for rollouts and training"),
@@ -105,8 +111,9 @@ const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
 /* Everything a run holds, allocated before the first iteration. */
 typedef struct {
     const GrpoRunConfig *c;
-    Model model, ref;
+    Model model, ref; /* ref: the frozen base model, for the KL term or hybrid evaluations */
     int has_ref;
+    Policy *base_pol; /* hybrid evaluations: the base model on the backend */
     Vocab vocab;
     AdamW opt;
     Rng rng;
@@ -138,6 +145,7 @@ static void run_free(Run *r)
 {
     policy_sampler_free(r->rollout);
     policy_free(r->pol);
+    policy_free(r->base_pol);
     trajectory_free(r->tr);
     if (r->align_ws)
         for (int i = 0; i < r->threads; i++) align_workspace_free(r->align_ws[i]);
@@ -225,7 +233,8 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     r->c = c;
     if (checkpoint_load(c->model, &r->model, &r->vocab, NULL, err, errlen)) return -1;
     const ModelConfig *mc = &r->model.cfg;
-    if (c->kl_coef > 0) {
+    int hybrid = strcmp(c->eval_mode, "hybrid") == 0;
+    if (c->kl_coef > 0 || hybrid) {
         Vocab v2;
         if (checkpoint_load(c->model, &r->ref, &v2, NULL, err, errlen)) return -1;
         vocab_free(&v2);
@@ -249,8 +258,10 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     sc.noise_group = c->same_noise ? G : 0;
     int batch = c->batch < r->n ? c->batch : r->n;
     if (batch < r->trainable) batch = r->trainable; /* the largest chunk must fit one call */
-    if (!(r->pol = policy_for_config(c->backend, &r->model, r->has_ref ? &r->ref : NULL, batch, err,
-                                     errlen)) ||
+    if (!(r->pol = policy_for_config(c->backend, &r->model, c->kl_coef > 0 ? &r->ref : NULL, batch,
+                                     err, errlen)) ||
+        (hybrid &&
+         !(r->base_pol = policy_for_config(c->backend, &r->ref, NULL, batch, err, errlen))) ||
         !(r->rollout = policy_sampler_new(r->pol, &sc, r->n, err, errlen)))
         return -1;
     r->threads = omp_get_max_threads();
@@ -582,6 +593,9 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     ec.batch = policy_batch(r->pol);
     snprintf(ec.backend, sizeof ec.backend, "%s", c->backend);
     ec.grid_images = 32;
+    snprintf(ec.mode, sizeof ec.mode, "%s", c->eval_mode);
+    snprintf(ec.base_model, sizeof ec.base_model, "%.200s", c->model);
+    ec.hybrid_steps = c->hybrid_steps;
     char dir[PATH_BUF + 64];
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
     json_t *report = json_object();
@@ -591,7 +605,7 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
                  c->ema_decay);
         swap_ema(r);
     }
-    if (eval_model(r->pol, &r->vocab, &ec, dir, report, err, errlen) == 0)
+    if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, dir, report, err, errlen) == 0)
         mean = json_real_value(json_object_get(json_object_get(report, "ode"), "align_mean"));
     if (r->ema) swap_ema(r);
     json_decref(report);

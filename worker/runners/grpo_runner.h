@@ -38,7 +38,9 @@ typedef struct {
     double clip_eps, adv_clip, lr, beta1, beta2, eps, weight_decay, grad_clip;
     char optimizer_step[CONFIG_STRING_MAX];
     double kl_coef, ema_decay;
-    int eval_every, eval_prompts, eval_seeds, checkpoint_every, keep_checkpoints;
+    int eval_every, eval_prompts, eval_seeds;
+    char eval_mode[CONFIG_STRING_MAX];
+    int hybrid_steps, checkpoint_every, keep_checkpoints;
     int batch, threads;
     char backend[CONFIG_STRING_MAX];
 } GrpoRunConfig;

@@ -112,6 +112,10 @@ void cuda_rollout_free(CudaRollout *r);
 int cuda_rollout_run(CudaRollout *r, CudaEngine *e, const int32_t *tokens, Rng *rng, Trajectory *tr,
                      int copy_x, char *err, size_t errlen);
 
+/* Hybrid sampling (sampler_set_late_model): from transition from_step on, runs take the
+ * velocity from engine late (borrowed, the same model config and batch); NULL turns it off. */
+void cuda_rollout_set_late(CudaRollout *r, CudaEngine *late, int from_step);
+
 /* The same with explicit noise x_init [n, img] and z [steps, n, img] (z NULL for the ODE). */
 int cuda_rollout_run_noise(CudaRollout *r, CudaEngine *e, const int32_t *tokens,
                            const float *x_init, const float *z, Trajectory *tr, int copy_x,

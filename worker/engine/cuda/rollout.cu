@@ -34,7 +34,15 @@ struct CudaRollout {
     double *logp_new_host, *kl_host;
     float *logp_new_f, *logp_old_f, *dlogp; /* host [batch] */
     int *row_item;                          /* host [batch] */
+    CudaEngine *late; /* hybrid sampling: the engine of transitions late_from.. (or NULL) */
+    int late_from;
 };
+
+void cuda_rollout_set_late(CudaRollout *r, CudaEngine *late, int from_step)
+{
+    r->late = late;
+    r->late_from = from_step;
+}
 
 void cuda_rollout_free(CudaRollout *r)
 {
@@ -133,10 +141,15 @@ static int rollout_check(const CudaRollout *r, const CudaEngine *e, const int32_
 static void rollout_loop(CudaRollout *r, CudaEngine *e, const float *z_host, Rng *rng)
 {
     const SamplerConfig *c = &r->cfg;
-    cudaStream_t s = e->stream;
     int n = r->n, N = c->steps, T = r->T;
     size_t img = r->img, ni = (size_t)n * img;
+    CudaEngine *first = e;
     for (int i = 0; i < N; i++) {
+        if (r->late && i == r->late_from) { /* hybrid: the late engine's stream takes over */
+            CUDA_CHECK(cudaStreamSynchronize(e->stream));
+            e = r->late;
+        }
+        cudaStream_t s = e->stream;
         const float *xi = r->x + (size_t)i * ni;
         float *xn = r->x + (size_t)(i + 1) * ni;
         SdeStep st;
@@ -171,6 +184,7 @@ static void rollout_loop(CudaRollout *r, CudaEngine *e, const float *z_host, Rng
                            r->sigmas[i], nb, img);
         }
     }
+    if (e != first) CUDA_CHECK(cudaStreamSynchronize(e->stream)); /* before first's copies */
 }
 
 /* Copies what the host trajectory receives, and waits. */
