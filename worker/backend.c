@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cuda/cuda_engine.h"
 #include "errbuf.h"
 
 const char *const backend_names[] = {"cpu", "cuda", NULL};
+const char *const precision_names[] = {"tf32", "fp32", "bf16", NULL};
 
 int backend_from_name(const char *name, BackendKind *out)
 {
@@ -145,8 +145,8 @@ struct PolicySampler {
     CudaRollout *r; /* cuda */
 };
 
-Policy *policy_new(BackendKind kind, Model *m, const Model *ref, int batch, char *err,
-                   size_t errlen)
+Policy *policy_new(BackendKind kind, CudaMath sampling, Model *m, const Model *ref, int batch,
+                   char *err, size_t errlen)
 {
     if (backend_available(kind, err, errlen)) return NULL;
     Policy *p = calloc(1, sizeof *p);
@@ -166,25 +166,29 @@ Policy *policy_new(BackendKind kind, Model *m, const Model *ref, int batch, char
         }
         return p;
     }
-    /* sampling in TF32, training in fp32: the CUDA backend's defaults (cuda_engine.h) */
-    if (!(p->e = cuda.engine_new(m, batch, CUDA_MATH_TF32, err, errlen)) ||
-        (ref && !(p->ref_e = cuda.engine_new(ref, batch, CUDA_MATH_TF32, err, errlen)))) {
+    /* training passes stay in fp32, the engine's default (cuda_engine.h says why) */
+    if (!(p->e = cuda.engine_new(m, batch, sampling, err, errlen)) ||
+        (ref && !(p->ref_e = cuda.engine_new(ref, batch, sampling, err, errlen)))) {
         policy_free(p);
         return NULL;
     }
     return p;
 }
 
-Policy *policy_for_config(const char *backend, Model *m, const Model *ref, int batch, char *err,
-                          size_t errlen)
+Policy *policy_for_config(const char *backend, const char *precision, Model *m, const Model *ref,
+                          int batch, char *err, size_t errlen)
 {
     BackendKind kind;
-    char inner[600];
-    if (backend_from_name(backend, &kind)) {
-        errbuf_printf(err, errlen, "config.backend = \"%s\" is not \"cpu\" or \"cuda\"", backend);
+    int math = 0;
+    while (precision_names[math] && strcmp(precision_names[math], precision) != 0) math++;
+    if (backend_from_name(backend, &kind) || !precision_names[math]) {
+        errbuf_printf(err, errlen, "config.%s = \"%s\" is not one of its choices",
+                      precision_names[math] ? "backend" : "precision",
+                      precision_names[math] ? backend : precision);
         return NULL;
     }
-    Policy *p = policy_new(kind, m, ref, batch, inner, sizeof inner);
+    char inner[600];
+    Policy *p = policy_new(kind, (CudaMath)math, m, ref, batch, inner, sizeof inner);
     if (!p) errbuf_printf(err, errlen, "config.backend = \"%s\": %s", backend, inner);
     return p;
 }

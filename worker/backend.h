@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "adamw.h"
+#include "cuda/cuda_engine.h" /* the backend's C API: CudaMath; no CUDA types */
 #include "grpo.h"
 #include "model.h"
 #include "rng.h"
@@ -37,6 +38,15 @@ extern const char *const backend_names[];
     "cpu, or cuda: the CUDA backend (sampling in TF32, training in fp32), which needs a GPU and "  \
     "libchunkgrpo_cuda.so beside the worker"
 
+/* {"tf32", "fp32", "bf16", NULL} in CudaMath order: the choices of every config's
+ * "precision", the CUDA backend's sampling precision (training passes stay fp32). */
+extern const char *const precision_names[];
+
+#define PRECISION_FIELD_DOC                                                                        \
+    "matrix products of sampling on the cuda backend: tf32 (default), fp32, or bf16 (fp32 "        \
+    "master weights); training passes run in fp32 (see worker/engine/cuda/cuda_engine.h); the "    \
+    "cpu backend is always fp32"
+
 /* The kind called name ("cpu" or "cuda"); -1 for another name. */
 int backend_from_name(const char *name, BackendKind *out);
 
@@ -47,16 +57,17 @@ int backend_available(BackendKind kind, char *err, size_t errlen);
 typedef struct Policy Policy;
 
 /* A policy over model m (borrowed; it must outlive the policy) for model calls of up to batch
- * rows, with the frozen reference ref (borrowed) or NULL. NULL with a message when the backend
+ * rows, with the frozen reference ref (borrowed) or NULL; `sampling` is the CUDA backend's
+ * sampling precision (ignored on the CPU). NULL with a message when the backend
  * is unavailable or memory runs out. */
-Policy *policy_new(BackendKind kind, Model *m, const Model *ref, int batch, char *err,
-                   size_t errlen);
+Policy *policy_new(BackendKind kind, CudaMath sampling, Model *m, const Model *ref, int batch,
+                   char *err, size_t errlen);
 void policy_free(Policy *p);
 
-/* policy_new for a config's "backend" field (one of backend_names); a failure names the field:
- * 'config.backend = "cuda": no usable CUDA device (...)'. */
-Policy *policy_for_config(const char *backend, Model *m, const Model *ref, int batch, char *err,
-                          size_t errlen);
+/* policy_new for a config's "backend" and "precision" fields (validated choices); a failure
+ * names the field: 'config.backend = "cuda": no usable CUDA device (...)'. */
+Policy *policy_for_config(const char *backend, const char *precision, Model *m, const Model *ref,
+                          int batch, char *err, size_t errlen);
 int policy_batch(const Policy *p);
 BackendKind policy_kind(const Policy *p);
 /* The host model the policy was made over (its parameters are current after policy_pull). */

@@ -22,8 +22,7 @@ static void ck_err(char *err, size_t errlen, const char *fmt, ...)
 
 static void ck_err(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!err || errlen == 0)
-        return;
+    if (!err || errlen == 0) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -33,8 +32,7 @@ static void ck_err(char *err, size_t errlen, const char *fmt, ...)
 /* Prefixes err (already holding a message) with "<path>: ". */
 static void ck_prefix(char *err, size_t errlen, const char *path)
 {
-    if (!err || errlen == 0)
-        return;
+    if (!err || errlen == 0) return;
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s", err);
     snprintf(err, errlen, "%s: %s", path, tmp);
@@ -85,8 +83,8 @@ static int config_from_json(const char *text, ModelConfig *cfg, char *err, size_
     json_error_t je;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        ck_err(err, errlen, "metadata 'config' is not valid JSON (line %d, column %d): %s",
-               je.line, je.column, je.text);
+        ck_err(err, errlen, "metadata 'config' is not valid JSON (line %d, column %d): %s", je.line,
+               je.column, je.text);
         return -1;
     }
     int rc = -1;
@@ -97,10 +95,10 @@ static int config_from_json(const char *text, ModelConfig *cfg, char *err, size_
     }
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val) {
+    json_object_foreach(root, key, val)
+    {
         size_t i = 0;
-        while (i < NUM_CONFIG_FIELDS && strcmp(config_fields[i].key, key) != 0)
-            i++;
+        while (i < NUM_CONFIG_FIELDS && strcmp(config_fields[i].key, key) != 0) i++;
         if (i == NUM_CONFIG_FIELDS) {
             ck_err(err, errlen, "config: unknown key '%s'", key);
             goto out;
@@ -140,16 +138,13 @@ out:
  * Returns 0, or -1. */
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
-    if (!s || !*s)
-        return -1;
+    if (!s || !*s) return -1;
     for (const char *c = s; *c; c++)
-        if (*c < '0' || *c > '9')
-            return -1;
+        if (*c < '0' || *c > '9') return -1;
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return -1;
+    if (errno || *end || v > max) return -1;
     *out = (uint64_t)v;
     return 0;
 }
@@ -157,12 +152,10 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 /* Parses a float written with "%.9g" (or any full strtof syntax). Returns 0, or -1. */
 static int parse_float(const char *s, float *out)
 {
-    if (!s || !*s || *s == ' ' || *s == '\t' || *s == '\n')
-        return -1;
+    if (!s || !*s || *s == ' ' || *s == '\t' || *s == '\n') return -1;
     char *end;
     float v = strtof(s, &end);
-    if (*end)
-        return -1;
+    if (*end) return -1;
     *out = v;
     return 0;
 }
@@ -196,8 +189,7 @@ int checkpoint_save(const char *path, const Model *m, const Vocab *vocab,
             ck_err(err, errlen, "%s: negative step %" PRId64, path, info->step);
             goto out;
         }
-        if (info->experiment[0])
-            st_writer_meta(w, "experiment", info->experiment);
+        if (info->experiment[0]) st_writer_meta(w, "experiment", info->experiment);
         snprintf(step, sizeof step, "%" PRId64, info->step);
         st_writer_meta(w, "step", step);
     }
@@ -220,8 +212,10 @@ static int checkpoint_read_meta(const StFile *f, ModelConfig *cfg, Vocab *vocab,
 {
     const char *format = st_meta(f, "format");
     if (!format) {
-        ck_err(err, errlen, "__metadata__ has no 'format' (expected \"%s\"); not a chunkgrpo "
-               "checkpoint?", CHECKPOINT_FORMAT);
+        ck_err(err, errlen,
+               "__metadata__ has no 'format' (expected \"%s\"); not a chunkgrpo "
+               "checkpoint?",
+               CHECKPOINT_FORMAT);
         return -1;
     }
     if (strcmp(format, CHECKPOINT_FORMAT) != 0) {
@@ -233,15 +227,13 @@ static int checkpoint_read_meta(const StFile *f, ModelConfig *cfg, Vocab *vocab,
         ck_err(err, errlen, "__metadata__ has no 'config'");
         return -1;
     }
-    if (config_from_json(config, cfg, err, errlen) != 0)
-        return -1;
+    if (config_from_json(config, cfg, err, errlen) != 0) return -1;
     const char *words = st_meta(f, "vocab");
     if (!words) {
         ck_err(err, errlen, "__metadata__ has no 'vocab'");
         return -1;
     }
-    if (vocab_from_text(vocab, words, err, errlen) != 0)
-        return -1;
+    if (vocab_from_text(vocab, words, err, errlen) != 0) return -1;
     if (vocab->size != cfg->vocab_size) {
         ck_err(err, errlen, "config.vocab_size = %d but the vocabulary has %d words",
                cfg->vocab_size, vocab->size);
@@ -256,14 +248,12 @@ static int checkpoint_read_meta(const StFile *f, ModelConfig *cfg, Vocab *vocab,
     }
     uint64_t s = 0;
     if (step && parse_u64(step, INT64_MAX, &s) != 0) {
-        ck_err(err, errlen, "metadata 'step' = \"%s\" is not a non-negative decimal integer",
-               step);
+        ck_err(err, errlen, "metadata 'step' = \"%s\" is not a non-negative decimal integer", step);
         return -1;
     }
     if (info) {
         memset(info, 0, sizeof *info);
-        if (exp)
-            snprintf(info->experiment, sizeof info->experiment, "%s", exp);
+        if (exp) snprintf(info->experiment, sizeof info->experiment, "%s", exp);
         info->step = (int64_t)s;
     }
     return 0;
@@ -275,8 +265,7 @@ int checkpoint_load(const char *path, Model *m, Vocab *vocab, CheckpointInfo *in
     memset(m, 0, sizeof *m);
     memset(vocab, 0, sizeof *vocab);
     StFile *f = NULL;
-    if (st_open(path, &f, err, errlen) != 0)
-        return -1; /* the message already names the file */
+    if (st_open(path, &f, err, errlen) != 0) return -1; /* the message already names the file */
 
     ModelConfig cfg;
     if (checkpoint_read_meta(f, &cfg, vocab, info, err, errlen) != 0) {
@@ -291,15 +280,16 @@ int checkpoint_load(const char *path, Model *m, Vocab *vocab, CheckpointInfo *in
         const TensorInfo *t = &m->tensors[i];
         int64_t shape[2] = {t->shape[0], t->shape[1]};
         const float *src = st_get_f32(f, t->name, t->ndim, shape, err, errlen);
-        if (!src)
-            goto fail; /* names the file, the tensor, and what was expected */
+        if (!src) goto fail; /* names the file, the tensor, and what was expected */
         memcpy(m->params + t->offset, src, t->numel * sizeof(float));
     }
     for (int i = 0; i < st_count(f); i++) {
         const StTensor *t = st_tensor(f, i);
         if (!model_find_tensor(m, t->name)) {
-            ck_err(err, errlen, "%s: unexpected tensor '%s' (not part of the model for this "
-                   "config)", path, t->name);
+            ck_err(err, errlen,
+                   "%s: unexpected tensor '%s' (not part of the model for this "
+                   "config)",
+                   path, t->name);
             goto fail;
         }
     }
@@ -371,8 +361,7 @@ int train_state_save(const char *path, const AdamW *opt, const Rng *rng, int64_t
 static const char *need_meta(const StFile *f, const char *key, char *err, size_t errlen)
 {
     const char *v = st_meta(f, key);
-    if (!v)
-        ck_err(err, errlen, "%s: __metadata__ has no '%s'", st_label(f), key);
+    if (!v) ck_err(err, errlen, "%s: __metadata__ has no '%s'", st_label(f), key);
     return v;
 }
 
@@ -380,13 +369,11 @@ int train_state_load(const char *path, AdamW *opt, Rng *rng, int64_t *iteration,
                      size_t errlen)
 {
     StFile *f = NULL;
-    if (st_open(path, &f, err, errlen) != 0)
-        return -1;
+    if (st_open(path, &f, err, errlen) != 0) return -1;
     int rc = -1;
     const char *v;
 
-    if (!(v = need_meta(f, "format", err, errlen)))
-        goto out;
+    if (!(v = need_meta(f, "format", err, errlen))) goto out;
     if (strcmp(v, TRAIN_STATE_FORMAT) != 0) {
         ck_err(err, errlen, "%s: format is \"%s\", expected \"%s\"", path, v, TRAIN_STATE_FORMAT);
         goto out;
@@ -397,23 +384,24 @@ int train_state_load(const char *path, AdamW *opt, Rng *rng, int64_t *iteration,
         const char *key;
         uint64_t max;
     } ints[] = {
-        {"iteration", INT64_MAX}, {"adamw.step", INT64_MAX},
-        {"rng.key", UINT64_MAX},  {"rng.counter", UINT64_MAX},
+        {"iteration", INT64_MAX},
+        {"adamw.step", INT64_MAX},
+        {"rng.key", UINT64_MAX},
+        {"rng.counter", UINT64_MAX},
     };
     uint64_t iv[4];
     for (size_t i = 0; i < 4; i++) {
-        if (!(v = need_meta(f, ints[i].key, err, errlen)))
-            goto out;
+        if (!(v = need_meta(f, ints[i].key, err, errlen))) goto out;
         if (parse_u64(v, ints[i].max, &iv[i]) != 0) {
-            ck_err(err, errlen, "%s: metadata '%s' = \"%s\" is not a decimal integer in [0, %"
-                   PRIu64 "]", path, ints[i].key, v, ints[i].max);
+            ck_err(err, errlen,
+                   "%s: metadata '%s' = \"%s\" is not a decimal integer in [0, %" PRIu64 "]", path,
+                   ints[i].key, v, ints[i].max);
             goto out;
         }
     }
     AdamWConfig cfg = opt->cfg;
     for (size_t i = 0; i < NUM_ADAMW_FIELDS; i++) {
-        if (!(v = need_meta(f, adamw_fields[i].key, err, errlen)))
-            goto out;
+        if (!(v = need_meta(f, adamw_fields[i].key, err, errlen))) goto out;
         float *dst = (float *)((char *)&cfg + adamw_fields[i].offset);
         if (parse_float(v, dst) != 0) {
             ck_err(err, errlen, "%s: metadata '%s' = \"%s\" is not a number", path,
@@ -424,15 +412,16 @@ int train_state_load(const char *path, AdamW *opt, Rng *rng, int64_t *iteration,
 
     const StTensor *tm = st_find(f, "adamw.m");
     if (tm && tm->ndim == 1 && (uint64_t)tm->shape[0] != (uint64_t)opt->n) {
-        ck_err(err, errlen, "%s: the state holds moments for %" PRId64 " parameters, the model "
-               "has %zu", path, tm->shape[0], opt->n);
+        ck_err(err, errlen,
+               "%s: the state holds moments for %" PRId64 " parameters, the model "
+               "has %zu",
+               path, tm->shape[0], opt->n);
         goto out;
     }
     int64_t shape[1] = {(int64_t)opt->n};
     const float *m = st_get_f32(f, "adamw.m", 1, shape, err, errlen);
     const float *vv = m ? st_get_f32(f, "adamw.v", 1, shape, err, errlen) : NULL;
-    if (!m || !vv)
-        goto out;
+    if (!m || !vv) goto out;
     for (int i = 0; i < st_count(f); i++) {
         const char *name = st_tensor(f, i)->name;
         if (strcmp(name, "adamw.m") != 0 && strcmp(name, "adamw.v") != 0) {

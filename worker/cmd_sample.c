@@ -384,7 +384,7 @@ int cmd_sample(int argc, char **argv)
                 strerror(errno));
         goto done;
     }
-    if (!(pol = policy_new(a.backend, &m, NULL, a.batch, err, sizeof err))) {
+    if (!(pol = policy_new(a.backend, CUDA_MATH_TF32, &m, NULL, a.batch, err, sizeof err))) {
         fprintf(stderr, "%s sample: --backend %s: %s\n", progname, backend_names[a.backend], err);
         rc = EXIT_BAD_INPUT;
         goto done;

@@ -10,7 +10,7 @@ enum { EXIT_USAGE = 2, EXIT_BAD_INPUT = 3, EXIT_IO = 4 };
 extern const char *progname; /* "chunkgrpo-worker", for messages */
 
 int cmd_velocity(int argc, char **argv);
-int cmd_score(int argc, char **argv);  /* and cmd_render, both in cmd_score.c */
+int cmd_score(int argc, char **argv); /* and cmd_render, both in cmd_score.c */
 int cmd_render(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_run(int argc, char **argv);

@@ -23,6 +23,9 @@ grpo_config "$TMP/bad.json" '"backend": "tpu"'
 run run "$TMP/bad.json" --out "$TMP/bad"
 check "a bad config.backend is refused (exit 3)" [ "$rc" -eq 3 ]
 check "  naming the field and the choices" grep -qF 'config.backend: "tpu" is not one of "cpu" "cuda"' "$TMP/stderr"
+grpo_config "$TMP/badp.json" '"precision": "fp16"'
+run run "$TMP/badp.json" --out "$TMP/badp"
+check "a bad config.precision is named with the choices" grep -qF 'config.precision: "fp16" is not one of "tf32" "fp32" "bf16"' "$TMP/stderr"
 grpo_config "$TMP/g.json"
 run run "$TMP/g.json" --out "$TMP/flag" --backend tpu
 check "a bad --backend is refused through the same check" grep -qF 'config.backend: "tpu"' "$TMP/stderr"

@@ -57,6 +57,8 @@ const ConfigField eval_fields[] = {
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
     {"backend", CONFIG_STRING, offsetof(EvalConfig, backend), 0, 0, "\"cpu\"", backend_names,
      BACKEND_FIELD_DOC},
+    {"precision", CONFIG_STRING, offsetof(EvalConfig, precision), 0, 0, "\"tf32\"", precision_names,
+     PRECISION_FIELD_DOC},
     F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
 };
 const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
@@ -343,8 +345,9 @@ int eval_run(const EvalConfig *c, const char *out, char *err, size_t errlen)
                  c->base_model);
         goto done;
     }
-    if (!(pol = policy_for_config(c->backend, &m, NULL, batch, err, errlen)) ||
-        (hybrid && !(base_pol = policy_for_config(c->backend, &base, NULL, batch, err, errlen))))
+    if (!(pol = policy_for_config(c->backend, c->precision, &m, NULL, batch, err, errlen)) ||
+        (hybrid && !(base_pol = policy_for_config(c->backend, c->precision, &base, NULL, batch, err,
+                                                  errlen))))
         goto done;
     json_t *report = json_object();
     rc = eval_model(pol, base_pol, &vocab, c, out, report, err, errlen);

@@ -33,6 +33,7 @@ typedef struct {
     int hybrid_steps;                   /* hybrid: transitions by the model (0 = 60%) */
     int batch, threads, grid_images;
     char backend[CONFIG_STRING_MAX];
+    char precision[CONFIG_STRING_MAX];
 } EvalConfig;
 
 extern const ConfigField eval_fields[];

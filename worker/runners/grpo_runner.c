@@ -104,6 +104,8 @@ const ConfigField grpo_fields[] = {
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
     {"backend", CONFIG_STRING, offsetof(GrpoRunConfig, backend), 0, 0, "\"cpu\"", backend_names,
      BACKEND_FIELD_DOC},
+    {"precision", CONFIG_STRING, offsetof(GrpoRunConfig, precision), 0, 0, "\"tf32\"",
+     precision_names, PRECISION_FIELD_DOC},
 };
 const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
 #undef F
@@ -258,10 +260,10 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     sc.noise_group = c->same_noise ? G : 0;
     int batch = c->batch < r->n ? c->batch : r->n;
     if (batch < r->trainable) batch = r->trainable; /* the largest chunk must fit one call */
-    if (!(r->pol = policy_for_config(c->backend, &r->model, c->kl_coef > 0 ? &r->ref : NULL, batch,
-                                     err, errlen)) ||
-        (hybrid &&
-         !(r->base_pol = policy_for_config(c->backend, &r->ref, NULL, batch, err, errlen))) ||
+    if (!(r->pol = policy_for_config(c->backend, c->precision, &r->model,
+                                     c->kl_coef > 0 ? &r->ref : NULL, batch, err, errlen)) ||
+        (hybrid && !(r->base_pol = policy_for_config(c->backend, c->precision, &r->ref, NULL, batch,
+                                                     err, errlen))) ||
         !(r->rollout = policy_sampler_new(r->pol, &sc, r->n, err, errlen)))
         return -1;
     r->threads = omp_get_max_threads();

@@ -43,6 +43,7 @@ typedef struct {
     int hybrid_steps, checkpoint_every, keep_checkpoints;
     int batch, threads;
     char backend[CONFIG_STRING_MAX];
+    char precision[CONFIG_STRING_MAX];
 } GrpoRunConfig;
 
 extern const ConfigField grpo_fields[];

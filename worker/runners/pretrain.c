@@ -73,6 +73,8 @@ const ConfigField pretrain_fields[] = {
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
     {"backend", CONFIG_STRING, offsetof(PretrainConfig, backend), 0, 0, "\"cpu\"", backend_names,
      BACKEND_FIELD_DOC},
+    {"precision", CONFIG_STRING, offsetof(PretrainConfig, precision), 0, 0, "\"tf32\"",
+     precision_names, PRECISION_FIELD_DOC},
 };
 const int pretrain_field_count = sizeof pretrain_fields / sizeof pretrain_fields[0];
 #undef F
@@ -174,7 +176,8 @@ static int run_setup(Run *r, const PretrainConfig *c, char *err, size_t errlen)
     /* the data and noise stream; the weights used the seed itself */
     rng_seed(&r->rng, (uint64_t)c->seed ^ 0x5eedda7a5eedda7aull);
     size_t B = (size_t)c->batch_size, img = cfg_image_numel(mc);
-    if (!(r->pol = policy_for_config(c->backend, &r->model, NULL, c->batch_size, err, errlen)))
+    if (!(r->pol = policy_for_config(c->backend, c->precision, &r->model, NULL, c->batch_size, err,
+                                     errlen)))
         return -1;
     if (c->ema_decay > 0) {
         r->ema = malloc(r->model.num_params * sizeof(float));

@@ -37,6 +37,7 @@ typedef struct {
     double sample_shift;
     int threads;
     char backend[CONFIG_STRING_MAX];
+    char precision[CONFIG_STRING_MAX];
 } PretrainConfig;
 
 extern const ConfigField pretrain_fields[];

@@ -45,6 +45,8 @@ const ConfigField profile_fields[] = {
     F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
     {"backend", CONFIG_STRING, offsetof(ProfileConfig, backend), 0, 0, "\"cpu\"", backend_names,
      BACKEND_FIELD_DOC},
+    {"precision", CONFIG_STRING, offsetof(ProfileConfig, precision), 0, 0, "\"tf32\"",
+     precision_names, PRECISION_FIELD_DOC},
 };
 const int profile_field_count = sizeof profile_fields / sizeof profile_fields[0];
 #undef F
@@ -84,7 +86,7 @@ int profile_run(const ProfileConfig *c, const char *out, char *err, size_t errle
     int n = np * c->seeds, T = mc->text_len, batch = c->batch < n ? c->batch : n;
     SamplerConfig sc;
     sampler_settings(&sc, SAMPLER_SDE, c->steps, c->shift, c->eta, c->sde);
-    Policy *pol = policy_for_config(c->backend, &m, NULL, batch, err, errlen);
+    Policy *pol = policy_for_config(c->backend, c->precision, &m, NULL, batch, err, errlen);
     PolicySampler *s = pol ? policy_sampler_new(pol, &sc, n, err, errlen) : NULL;
     Trajectory *tr = trajectory_new(mc, n, c->steps);
     int32_t *tokens = malloc((size_t)n * T * sizeof *tokens);

@@ -20,6 +20,7 @@ typedef struct {
     char sde[CONFIG_STRING_MAX];
     int num_prompts, seeds, steps, chunk_count, max_chunks, batch, threads;
     char backend[CONFIG_STRING_MAX];
+    char precision[CONFIG_STRING_MAX];
     double shift, eta;
     int64_t seed;
 } ProfileConfig;
