@@ -110,6 +110,7 @@ ENGINE_CORE_OBJ := $(ENGINE_CORE_SRC:%.c=$(BUILD)/%.o)
 GPU_CHECK   := $(BUILD)/gpu/gpu_check
 CUDA_LIB    := bin/libchunkgrpo_cuda.so
 all: $(GPU_CHECK) $(CUDA_LIB)
+test: $(GPU_CHECK) $(CUDA_LIB) # CI compiles the backend, and the CLI tests load the library
 
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
