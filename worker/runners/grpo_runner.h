@@ -5,7 +5,8 @@
  * One iteration: draw prompts_per_iter training prompts; sample a group of group_size SDE
  * trajectories for each (recording every x_i and step log-probability); score the final images;
  * group-normalised advantages; for each trajectory train a fraction of its chunks (uniformly or
- * weighted by the trajectory's own relative-L1 dynamics), one AdamW step per group. Chunk sizes
+ * weighted by the trajectory's own relative-L1 dynamics), one AdamW step per iteration (or per
+ * group, the paper's schedule, which at our scale lets noise through: README). Chunk sizes
  * all 1 is step-level GRPO; the chunking is a list, uniform:K, auto (a profile of the base model
  * at the start) or dynamic (re-profiled every profile_every iterations).
  *
