@@ -25,12 +25,12 @@ typedef struct {
 } CgMeta;
 
 struct CgRaw {
-    char *path;          /* copy of the path given to cgraw_open */
-    unsigned char *buf;  /* the file + 8 spare bytes; header strings and the data live here */
-    CgTensor *tensors;   /* [count] */
-    void **copies;       /* [count]: the realigned copy of tensor i, or NULL */
+    char *path;         /* copy of the path given to cgraw_open */
+    unsigned char *buf; /* the file + 8 spare bytes; header strings and the data live here */
+    CgTensor *tensors;  /* [count] */
+    void **copies;      /* [count]: the realigned copy of tensor i, or NULL */
     int count;
-    CgMeta *meta;        /* [nmeta] */
+    CgMeta *meta; /* [nmeta] */
     int nmeta;
 };
 
@@ -46,10 +46,10 @@ static const struct {
 #ifdef __GNUC__
 __attribute__((format(printf, 3, 4)))
 #endif
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+static void
+set_err(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!err || errlen == 0)
-        return;
+    if (!err || errlen == 0) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -60,8 +60,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 static const char *snippet(const char *s, size_t n, char out[48])
 {
     size_t k = n < 40 ? n : 40, i;
-    for (i = 0; i < k; i++)
-        out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    for (i = 0; i < k; i++) out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
     if (k < n) {
         memcpy(out + k, "...", 3);
         k += 3;
@@ -74,14 +73,11 @@ static const char *snippet(const char *s, size_t n, char out[48])
 static int parse_u64(const char *s, uint64_t *out)
 {
     uint64_t v = 0;
-    if (!*s || (s[0] == '0' && s[1]))
-        return -1;
+    if (!*s || (s[0] == '0' && s[1])) return -1;
     for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
+        if (*s < '0' || *s > '9') return -1;
         unsigned d = (unsigned)(*s - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -1;
+        if (v > (UINT64_MAX - d) / 10) return -1;
         v = v * 10 + d;
     }
     *out = v;
@@ -105,11 +101,9 @@ static unsigned char *read_file(const char *path, size_t *len, char *err, size_t
             return NULL;
         }
         n += fread(buf + n, 1, cap - 8 - n, fp);
-        if (n < cap - 8)
-            break; /* end of file, or an error (below) */
+        if (n < cap - 8) break; /* end of file, or an error (below) */
         unsigned char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!bigger)
-            free(buf);
+        if (!bigger) free(buf);
         buf = bigger; /* NULL: reported at the top of the loop */
         cap *= 2;
     }
@@ -132,26 +126,20 @@ static int split_fields(char *line, char **fields, int max)
     char *p = line;
     for (;;) {
         char *sp = strchr(p, ' ');
-        if (sp)
-            *sp = '\0';
-        if (!*p)
-            return -1;
-        if (nf == max)
-            return -2;
+        if (sp) *sp = '\0';
+        if (!*p) return -1;
+        if (nf == max) return -2;
         fields[nf++] = p;
-        if (!sp)
-            return nf;
+        if (!sp) return nf;
         p = sp + 1;
     }
 }
 
 void cgraw_close(CgRaw *f)
 {
-    if (!f)
-        return;
+    if (!f) return;
     if (f->copies)
-        for (int i = 0; i < f->count; i++)
-            free(f->copies[i]);
+        for (int i = 0; i < f->count; i++) free(f->copies[i]);
     free(f->copies);
     free(f->tensors);
     free(f->meta);
@@ -170,7 +158,8 @@ static int parse_tensor(const char *path, int line, char **fields, int nf, size_
     if (nf < 5) {
         set_err(err, errlen,
                 "%s: line %d: tensor line needs '<name> <dtype> <ndim> <dims...> <byte_offset> "
-                "<byte_length>', found %d fields", path, line, nf);
+                "<byte_length>', found %d fields",
+                path, line, nf);
         return -1;
     }
     t->name = name;
@@ -204,9 +193,10 @@ static int parse_tensor(const char *path, int line, char **fields, int nf, size_
     for (int d = 0; d < t->ndim; d++) {
         uint64_t v;
         if (parse_u64(fields[3 + d], &v) || v > (uint64_t)INT64_MAX) {
-            set_err(err, errlen, "%s: line %d: tensor '%s': dimension %d '%s' is not an unsigned "
-                    "decimal number", path, line, name, d,
-                    snippet(fields[3 + d], strlen(fields[3 + d]), s));
+            set_err(err, errlen,
+                    "%s: line %d: tensor '%s': dimension %d '%s' is not an unsigned "
+                    "decimal number",
+                    path, line, name, d, snippet(fields[3 + d], strlen(fields[3 + d]), s));
             return -1;
         }
         t->shape[d] = (int64_t)v;
@@ -228,24 +218,31 @@ static int parse_tensor(const char *path, int line, char **fields, int nf, size_
     uint64_t off, len;
     const char *fo = fields[3 + t->ndim], *fl = fields[4 + t->ndim];
     if (parse_u64(fo, &off) || off > SIZE_MAX) {
-        set_err(err, errlen, "%s: line %d: tensor '%s': byte_offset '%s' is not an unsigned "
-                "decimal number", path, line, name, snippet(fo, strlen(fo), s));
+        set_err(err, errlen,
+                "%s: line %d: tensor '%s': byte_offset '%s' is not an unsigned "
+                "decimal number",
+                path, line, name, snippet(fo, strlen(fo), s));
         return -1;
     }
     if (parse_u64(fl, &len) || len > SIZE_MAX) {
-        set_err(err, errlen, "%s: line %d: tensor '%s': byte_length '%s' is not an unsigned "
-                "decimal number", path, line, name, snippet(fl, strlen(fl), s));
+        set_err(err, errlen,
+                "%s: line %d: tensor '%s': byte_length '%s' is not an unsigned "
+                "decimal number",
+                path, line, name, snippet(fl, strlen(fl), s));
         return -1;
     }
     if ((size_t)len != t->nbytes) {
-        set_err(err, errlen, "%s: line %d: tensor '%s': %s of %zu elements is %zu bytes, "
-                "byte_length says %zu", path, line, name, t->dtype, t->numel, t->nbytes,
-                (size_t)len);
+        set_err(err, errlen,
+                "%s: line %d: tensor '%s': %s of %zu elements is %zu bytes, "
+                "byte_length says %zu",
+                path, line, name, t->dtype, t->numel, t->nbytes, (size_t)len);
         return -1;
     }
     if ((size_t)off != *data_end) {
-        set_err(err, errlen, "%s: line %d: tensor '%s': byte_offset %zu, expected %zu (tensors "
-                "must tile the data block in order)", path, line, name, (size_t)off, *data_end);
+        set_err(err, errlen,
+                "%s: line %d: tensor '%s': byte_offset %zu, expected %zu (tensors "
+                "must tile the data block in order)",
+                path, line, name, (size_t)off, *data_end);
         return -1;
     }
     if (t->nbytes > SIZE_MAX - *data_end) {
@@ -285,8 +282,10 @@ CgRaw *cgraw_open(const char *path, char *err, size_t errlen)
                 set_err(err, errlen, "%s: line 1: not a cgraw file (no 'CGRAW1 <count>' line)",
                         path);
             else
-                set_err(err, errlen, "%s: line %d: file ends inside the header, before the 'end' "
-                        "line (truncated file?)", path, line);
+                set_err(err, errlen,
+                        "%s: line %d: file ends inside the header, before the 'end' "
+                        "line (truncated file?)",
+                        path, line);
             goto fail;
         }
         char *ln = text + pos;
@@ -301,8 +300,10 @@ CgRaw *cgraw_open(const char *path, char *err, size_t errlen)
         if (line == 1) {
             uint64_t count;
             if (strncmp(ln, "CGRAW1 ", 7) != 0 || parse_u64(ln + 7, &count)) {
-                set_err(err, errlen, "%s: line 1: not a cgraw file: expected 'CGRAW1 <count>', "
-                        "found '%s'", path, snippet(ln, n, s));
+                set_err(err, errlen,
+                        "%s: line 1: not a cgraw file: expected 'CGRAW1 <count>', "
+                        "found '%s'",
+                        path, snippet(ln, n, s));
                 goto fail;
             }
             if (count > CGRAW_MAX_TENSORS) {
@@ -321,38 +322,41 @@ CgRaw *cgraw_open(const char *path, char *err, size_t errlen)
         }
         if (f->count < expected) { /* a tensor line */
             if (strcmp(ln, "end") == 0 || strncmp(ln, "meta ", 5) == 0) {
-                set_err(err, errlen, "%s: line %d: expected tensor line %d of the %d that line 1 "
-                        "announces, found '%s'", path, line, f->count + 1, expected,
-                        snippet(ln, n, s));
+                set_err(err, errlen,
+                        "%s: line %d: expected tensor line %d of the %d that line 1 "
+                        "announces, found '%s'",
+                        path, line, f->count + 1, expected, snippet(ln, n, s));
                 goto fail;
             }
             int nf = split_fields(ln, fields, MAX_FIELDS);
             if (nf < 0) {
-                    if (nf == -1)
-                    set_err(err, errlen, "%s: line %d: empty field (two spaces, or a space at "
-                            "the start or end of the line)", path, line);
+                if (nf == -1)
+                    set_err(err, errlen,
+                            "%s: line %d: empty field (two spaces, or a space at "
+                            "the start or end of the line)",
+                            path, line);
                 else
                     set_err(err, errlen, "%s: line %d: more than %d fields", path, line,
                             MAX_FIELDS);
                 goto fail;
             }
             CgTensor *t = &f->tensors[f->count];
-            if (parse_tensor(path, line, fields, nf, &data_end, t, err, errlen))
-                goto fail;
+            if (parse_tensor(path, line, fields, nf, &data_end, t, err, errlen)) goto fail;
             for (int i = 0; i < f->count; i++)
                 if (strcmp(f->tensors[i].name, t->name) == 0) {
-                    set_err(err, errlen, "%s: line %d: tensor '%s' already listed on line %d",
-                            path, line, t->name, f->tensors[i].line);
+                    set_err(err, errlen, "%s: line %d: tensor '%s' already listed on line %d", path,
+                            line, t->name, f->tensors[i].line);
                     goto fail;
                 }
             f->count++;
             continue;
         }
-        if (strcmp(ln, "end") == 0)
-            break;
+        if (strcmp(ln, "end") == 0) break;
         if (strncmp(ln, "meta ", 5) != 0) {
-            set_err(err, errlen, "%s: line %d: expected a meta line or 'end' after the %d tensor "
-                    "lines, found '%s'", path, line, expected, snippet(ln, n, s));
+            set_err(err, errlen,
+                    "%s: line %d: expected a meta line or 'end' after the %d tensor "
+                    "lines, found '%s'",
+                    path, line, expected, snippet(ln, n, s));
             goto fail;
         }
         char *key = ln + 5, *sp = strchr(key, ' ');
@@ -388,16 +392,19 @@ CgRaw *cgraw_open(const char *path, char *err, size_t errlen)
         for (int i = 0; i < f->count; i++) {
             const CgTensor *t = &f->tensors[i];
             if (t->offset + t->nbytes > data_len) {
-                set_err(err, errlen, "%s: tensor '%s' (line %d) needs data bytes [%zu, %zu) but "
-                        "the data block has only %zu (truncated file?)", path, t->name, t->line,
-                        t->offset, t->offset + t->nbytes, data_len);
+                set_err(err, errlen,
+                        "%s: tensor '%s' (line %d) needs data bytes [%zu, %zu) but "
+                        "the data block has only %zu (truncated file?)",
+                        path, t->name, t->line, t->offset, t->offset + t->nbytes, data_len);
                 goto fail;
             }
         }
     }
     if (data_end < data_len) {
-        set_err(err, errlen, "%s: %zu bytes after the last tensor's data (the tensor lines cover "
-                "%zu of the %zu-byte data block)", path, data_len - data_end, data_end, data_len);
+        set_err(err, errlen,
+                "%s: %zu bytes after the last tensor's data (the tensor lines cover "
+                "%zu of the %zu-byte data block)",
+                path, data_len - data_end, data_end, data_len);
         goto fail;
     }
     size_t shift = (8 - (size_t)((uintptr_t)(f->buf + pos) % 8)) % 8;
@@ -435,16 +442,14 @@ const CgTensor *cgraw_tensor(const CgRaw *f, int i)
 const CgTensor *cgraw_find(const CgRaw *f, const char *name)
 {
     for (int i = 0; i < f->count; i++)
-        if (strcmp(f->tensors[i].name, name) == 0)
-            return &f->tensors[i];
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
     return NULL;
 }
 
 const char *cgraw_meta(const CgRaw *f, const char *key)
 {
     for (int i = 0; i < f->nmeta; i++)
-        if (strcmp(f->meta[i].key, key) == 0)
-            return f->meta[i].value;
+        if (strcmp(f->meta[i].key, key) == 0) return f->meta[i].value;
     return NULL;
 }
 
@@ -462,8 +467,7 @@ static const void *typed(const CgRaw *f, const char *name, const char *dtype, si
         return NULL;
     }
     if (strcmp(t->dtype, dtype) != 0) {
-        set_err(err, errlen, "%s: tensor '%s' is %s, expected %s", f->path, name, t->dtype,
-                dtype);
+        set_err(err, errlen, "%s: tensor '%s' is %s, expected %s", f->path, name, t->dtype, dtype);
         return NULL;
     }
     if (expect_numel && t->numel != expect_numel) {

@@ -38,21 +38,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CGRAW_MAX_DIMS 8        /* as ST_MAX_DIMS: higher ranks are rejected */
+#define CGRAW_MAX_DIMS 8         /* as ST_MAX_DIMS: higher ranks are rejected */
 #define CGRAW_MAX_TENSORS 100000 /* a larger count is treated as garbage */
 
 typedef struct {
-    const char *name;               /* owned by the CgRaw */
-    const char *dtype;              /* "F32", "I32", ...: owned by the CgRaw */
-    size_t elem_size;               /* bytes per element of dtype */
-    int ndim;                       /* 0 (a scalar) .. CGRAW_MAX_DIMS */
-    int64_t shape[CGRAW_MAX_DIMS];  /* [ndim]; entries past ndim are 0 */
-    size_t numel;                   /* product of shape (1 for a scalar) */
-    size_t nbytes;                  /* numel * elem_size */
-    size_t offset;                  /* byte offset in the data block */
-    const void *data;               /* nbytes bytes, 8-byte aligned, owned by the CgRaw; never
-                                       NULL (a zero-sized tensor's must not be dereferenced) */
-    int line;                       /* its header line (1-based), for messages */
+    const char *name;              /* owned by the CgRaw */
+    const char *dtype;             /* "F32", "I32", ...: owned by the CgRaw */
+    size_t elem_size;              /* bytes per element of dtype */
+    int ndim;                      /* 0 (a scalar) .. CGRAW_MAX_DIMS */
+    int64_t shape[CGRAW_MAX_DIMS]; /* [ndim]; entries past ndim are 0 */
+    size_t numel;                  /* product of shape (1 for a scalar) */
+    size_t nbytes;                 /* numel * elem_size */
+    size_t offset;                 /* byte offset in the data block */
+    const void *data;              /* nbytes bytes, 8-byte aligned, owned by the CgRaw; never
+                                      NULL (a zero-sized tensor's must not be dereferenced) */
+    int line;                      /* its header line (1-based), for messages */
 } CgTensor;
 
 typedef struct CgRaw CgRaw;

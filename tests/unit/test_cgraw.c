@@ -35,8 +35,7 @@ static unsigned char *read_bytes(const char *path, size_t *n)
 {
     *n = 0;
     FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
+    if (!fp) return NULL;
     fseek(fp, 0, SEEK_END);
     long sz = ftell(fp);
     fseek(fp, 0, SEEK_SET);
@@ -46,7 +45,10 @@ static unsigned char *read_bytes(const char *path, size_t *n)
     return b;
 }
 
-static int contains(const char *s, const char *needle) { return strstr(s, needle) != NULL; }
+static int contains(const char *s, const char *needle)
+{
+    return strstr(s, needle) != NULL;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * the committed fixtures
@@ -89,8 +91,7 @@ static void test_fixtures_match_safetensors(void)
                       "%s: '%s': shape, size or offset differs", raw_path, s->name);
             CHECK_MSG(c->data && (uintptr_t)c->data % c->elem_size == 0,
                       "%s: '%s' data NULL or misaligned", raw_path, s->name);
-            CHECK_MSG(c->nbytes == s->nbytes &&
-                          memcmp(c->data, st_data(st, s), s->nbytes) == 0,
+            CHECK_MSG(c->nbytes == s->nbytes && memcmp(c->data, st_data(st, s), s->nbytes) == 0,
                       "%s: '%s': bytes differ from %s", raw_path, s->name, st_path);
         }
         CHECK(cgraw_tensor(raw, cgraw_count(raw)) == NULL);
@@ -119,8 +120,7 @@ static void test_typed_accessors(void)
     const char *path = FIXTURES "tiny_inputs.cgraw";
     CgRaw *f = cgraw_open(path, err, sizeof err);
     CHECK_MSG(f != NULL, "%s", err);
-    if (!f)
-        return;
+    if (!f) return;
     const CgTensor *x = cgraw_find(f, "x");
     CHECK(x && x->ndim == 4 && x->shape[0] == 3 && x->shape[3] == 3 && x->numel == 2304);
     CHECK(cgraw_f32(f, "x", 3 * 16 * 16 * 3, err, sizeof err) == (const float *)x->data);
@@ -180,8 +180,7 @@ static void test_corner_cases(void)
     char err[512] = "";
     CgRaw *f = cgraw_open(path, err, sizeof err);
     CHECK_MSG(f != NULL, "%s", err);
-    if (!f)
-        return;
+    if (!f) return;
     CHECK(cgraw_count(f) == 5);
     const char *order[5] = {"c", "a.weight", "d", "empty", "b"};
     for (int i = 0; i < 5 && i < cgraw_count(f); i++) {
@@ -241,13 +240,13 @@ static void expect_bad_bytes(int line, const char *name, const void *b, size_t n
 }
 
 /* A header (a string literal, NULs allowed) followed by data_len zero bytes. */
-#define EXPECT_BAD(header, data_len, ...)                                                     \
-    do {                                                                                      \
-        size_t hl_ = sizeof(header) - 1, n_ = hl_ + (data_len);                               \
-        unsigned char *b_ = calloc(n_ + 1, 1);                                                \
-        memcpy(b_, header, hl_);                                                              \
-        expect_bad_bytes(__LINE__, "bad.cgraw", b_, n_, __VA_ARGS__, (const char *)NULL);     \
-        free(b_);                                                                             \
+#define EXPECT_BAD(header, data_len, ...)                                                          \
+    do {                                                                                           \
+        size_t hl_ = sizeof(header) - 1, n_ = hl_ + (data_len);                                    \
+        unsigned char *b_ = calloc(n_ + 1, 1);                                                     \
+        memcpy(b_, header, hl_);                                                                   \
+        expect_bad_bytes(__LINE__, "bad.cgraw", b_, n_, __VA_ARGS__, (const char *)NULL);          \
+        free(b_);                                                                                  \
     } while (0)
 
 static void test_truncated(void)
@@ -255,8 +254,7 @@ static void test_truncated(void)
     size_t n = 0;
     unsigned char *b = read_bytes(FIXTURES "tiny_inputs.cgraw", &n);
     CHECK(b != NULL && n > 100);
-    if (!b)
-        return;
+    if (!b) return;
     /* cut in the data block: the last tensor (dv, line 5) is short */
     expect_bad_bytes(__LINE__, "cut_data.cgraw", b, n - 10, "tensor 'dv'", "line 5", "truncated",
                      (const char *)NULL);
