@@ -12,6 +12,7 @@ packages=(
   libpng-dev           # sample images
   libmicrohttpd-dev libuv1-dev libsqlite3-dev libcurl4-openssl-dev   # server and uplink
   curl jq
+  procps                              # pkill: the resume tests kill the worker itself
   python3                             # stdlib only: the command-line tests compare safetensors files
   clang libclang-rt-14-dev            # libFuzzer: `make test` replays the fuzz corpus
 )

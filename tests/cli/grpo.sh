@@ -64,7 +64,9 @@ for sig in TERM KILL; do
     timeout 300 "$WORKER" run "$TMP/a.json" --out "$out" >/dev/null 2>&1 &
     pid=$!
     wait_for 120 test -f "$out/checkpoints/latest"
-    kill -$sig $pid
+    # SIGKILL cannot be forwarded: `timeout` would die and leave the worker running beside the
+    # resumed one, so it goes to the worker itself (timeout's child); SIGTERM goes through timeout
+    if [ $sig = KILL ]; then pkill -KILL -P $pid; else kill -TERM $pid; fi
     { wait $pid; } 2>/dev/null
     run "$TMP/a.json" --out "$out" --resume
     if [ "$rc" -eq 0 ]; then pass "SIG$sig: resumed run finishes"

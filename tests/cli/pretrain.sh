@@ -50,7 +50,9 @@ for sig in TERM KILL; do
     timeout 120 "$WORKER" run "$TMP/a.json" --out "$out" >/dev/null 2>"$TMP/stderr" &
     pid=$!
     wait_for 60 test -f "$out/checkpoints/latest"
-    kill -$sig $pid
+    # SIGKILL cannot be forwarded: `timeout` would die and leave the worker running beside the
+    # resumed one, so it goes to the worker itself (timeout's child); SIGTERM goes through timeout
+    if [ $sig = KILL ]; then pkill -KILL -P $pid; else kill -TERM $pid; fi
     # a second SIGTERM (as supervisors send to process and group) must not turn the stop into a kill
     [ $sig = TERM ] && kill -TERM $pid 2>/dev/null
     { wait $pid; } 2>/dev/null # no "Killed" notice from the shell
