@@ -47,6 +47,16 @@ extern const char *const precision_names[];
     "master weights); training passes run in fp32 (see worker/engine/cuda/cuda_engine.h); the "    \
     "cpu backend is always fp32"
 
+/* The entries of every experiment kind's config table that say where it runs: threads, backend
+ * and precision (Type has int threads and char backend[], precision[] strings). */
+#define RUNTIME_CONFIG_FIELDS(Type)                                                                \
+    {"threads", CONFIG_INT, offsetof(Type, threads), 0, 1024, "0", NULL,                           \
+     "CPU threads; 0 = all cores"},                                                                \
+        {"backend", CONFIG_STRING, offsetof(Type, backend), 0, 0, "\"cpu\"", backend_names,        \
+         BACKEND_FIELD_DOC},                                                                       \
+        {"precision", CONFIG_STRING, offsetof(Type, precision), 0, 0, "\"tf32\"",                  \
+         precision_names, PRECISION_FIELD_DOC}
+
 /* The kind called name ("cpu" or "cuda"); -1 for another name. */
 int backend_from_name(const char *name, BackendKind *out);
 

@@ -302,3 +302,76 @@ float grpo_chunk_loss(const float *logp_new, const float *logp_old, int size, fl
     if (ratio) *ratio = (float)r;
     return (float)(unclipped > clipped_branch ? unclipped : clipped_branch);
 }
+
+int grpo_items_validate(const ModelConfig *mc, const Trajectory *tr, const GrpoConfig *c,
+                        const GrpoItem *items, int n_items, float scale, int batch, char *err,
+                        size_t errlen)
+{
+    if (!(c->clip_eps >= 0.0f) || !isfinite(c->clip_eps)) {
+        errbuf_printf(err, errlen, "clip_eps must be a finite number >= 0, got %g", c->clip_eps);
+        return -1;
+    }
+    if (c->sde != SDE_FLOW && c->sde != SDE_DANCE) {
+        errbuf_printf(err, errlen, "sde must be flow or dance (got %d)", (int)c->sde);
+        return -1;
+    }
+    if (!(c->eta > 0.0f) || !isfinite(c->eta)) {
+        errbuf_printf(err, errlen, "eta must be a finite number > 0, got %g", c->eta);
+        return -1;
+    }
+    if (!(c->kl_coef >= 0.0f) || !isfinite(c->kl_coef)) {
+        errbuf_printf(err, errlen, "kl_coef must be a finite number >= 0, got %g", c->kl_coef);
+        return -1;
+    }
+    if (!isfinite(scale)) {
+        errbuf_printf(err, errlen, "scale must be finite, got %g", scale);
+        return -1;
+    }
+    if (tr->steps < 2) {
+        errbuf_printf(err, errlen, "a trajectory of %d step(s) has no trainable transition",
+                      tr->steps);
+        return -1;
+    }
+    if (n_items < 0) {
+        errbuf_printf(err, errlen, "n_items must be >= 0, got %d", n_items);
+        return -1;
+    }
+    int trainable = sampler_trainable_steps(tr->steps);
+    long rows = 0;
+    for (int i = 0; i < n_items; i++) {
+        const GrpoItem *it = &items[i];
+        if (it->traj < 0 || it->traj >= tr->n) {
+            errbuf_printf(err, errlen, "item %d: trajectory %d is outside [0, %d)", i, it->traj,
+                          tr->n);
+            return -1;
+        }
+        if (it->start < 0 || it->size < 1 || it->start > trainable - it->size) {
+            errbuf_printf(err, errlen,
+                          "item %d: transitions [%d, %d + %d) are not inside the %d trainable "
+                          "ones",
+                          i, it->start, it->start, it->size, trainable);
+            return -1;
+        }
+        if (!isfinite(it->advantage)) {
+            errbuf_printf(err, errlen, "item %d: advantage is not finite", i);
+            return -1;
+        }
+        const int32_t *tok = tr->tokens + (size_t)it->traj * mc->text_len;
+        for (int k = 0; k < mc->text_len; k++) {
+            if (tok[k] < 0 || tok[k] >= mc->vocab_size) {
+                errbuf_printf(err, errlen,
+                              "item %d: token id %d of trajectory %d is outside the vocabulary "
+                              "[0, %d)",
+                              i, (int)tok[k], it->traj, mc->vocab_size);
+                return -1;
+            }
+        }
+        rows += it->size;
+    }
+    if (rows > batch) {
+        errbuf_printf(err, errlen, "the items hold %ld transitions, more than the batch of %d",
+                      rows, batch);
+        return -1;
+    }
+    return 0;
+}

@@ -169,6 +169,17 @@ typedef struct {
     int clipped;    /* 1 when the clip binds (no policy gradient for this chunk) */
 } GrpoItemStats;
 
+/*
+ * The checks every backend's model-level step makes before anything runs: the settings (clip_eps,
+ * sde, eta, kl_coef finite and in range, scale finite), the trajectory (at least 2 steps), every
+ * item (trajectory, transitions inside the trainable ones, finite advantage, its prompt's token
+ * ids inside the vocabulary of mc) and the rows they hold (at most batch). Returns 0, or -1 with
+ * a message naming the setting or the item.
+ */
+int grpo_items_validate(const ModelConfig *mc, const Trajectory *tr, const GrpoConfig *c,
+                        const GrpoItem *items, int n_items, float scale, int batch, char *err,
+                        size_t errlen);
+
 typedef struct GrpoWorkspace GrpoWorkspace;
 
 /*

@@ -115,26 +115,6 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
                       ws->B, acts_capacity(a));
         return -1;
     }
-    if (!(c->clip_eps >= 0.0f) || !isfinite(c->clip_eps)) {
-        errbuf_printf(err, errlen, "clip_eps must be a finite number >= 0, got %g", c->clip_eps);
-        return -1;
-    }
-    if (c->sde != SDE_FLOW && c->sde != SDE_DANCE) {
-        errbuf_printf(err, errlen, "sde must be flow or dance (got %d)", (int)c->sde);
-        return -1;
-    }
-    if (!(c->eta > 0.0f) || !isfinite(c->eta)) {
-        errbuf_printf(err, errlen, "eta must be a finite number > 0, got %g", c->eta);
-        return -1;
-    }
-    if (!(c->kl_coef >= 0.0f) || !isfinite(c->kl_coef)) {
-        errbuf_printf(err, errlen, "kl_coef must be a finite number >= 0, got %g", c->kl_coef);
-        return -1;
-    }
-    if (!isfinite(scale)) {
-        errbuf_printf(err, errlen, "scale must be finite, got %g", scale);
-        return -1;
-    }
     if (c->kl_coef > 0.0f) {
         if (!ref) {
             errbuf_printf(err, errlen, "kl_coef %g needs the reference model (ref is NULL)",
@@ -156,53 +136,7 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
         errbuf_printf(err, errlen, "trajectory images or prompts do not match the model");
         return -1;
     }
-    if (tr->steps < 2) {
-        errbuf_printf(err, errlen, "a trajectory of %d step(s) has no trainable transition",
-                      tr->steps);
-        return -1;
-    }
-    if (n_items < 0) {
-        errbuf_printf(err, errlen, "n_items must be >= 0, got %d", n_items);
-        return -1;
-    }
-    int trainable = sampler_trainable_steps(tr->steps);
-    long rows = 0;
-    for (int i = 0; i < n_items; i++) {
-        const GrpoItem *it = &items[i];
-        if (it->traj < 0 || it->traj >= tr->n) {
-            errbuf_printf(err, errlen, "item %d: trajectory %d is outside [0, %d)", i, it->traj,
-                          tr->n);
-            return -1;
-        }
-        if (it->start < 0 || it->size < 1 || it->start > trainable - it->size) {
-            errbuf_printf(err, errlen,
-                          "item %d: transitions [%d, %d + %d) are not inside the %d trainable "
-                          "ones",
-                          i, it->start, it->start, it->size, trainable);
-            return -1;
-        }
-        if (!isfinite(it->advantage)) {
-            errbuf_printf(err, errlen, "item %d: advantage is not finite", i);
-            return -1;
-        }
-        const int32_t *tok = tr->tokens + (size_t)it->traj * mc->text_len;
-        for (int k = 0; k < mc->text_len; k++) {
-            if (tok[k] < 0 || tok[k] >= mc->vocab_size) {
-                errbuf_printf(err, errlen,
-                              "item %d: token id %d of trajectory %d is outside the vocabulary "
-                              "[0, %d)",
-                              i, (int)tok[k], it->traj, mc->vocab_size);
-                return -1;
-            }
-        }
-        rows += it->size;
-    }
-    if (rows > ws->B) {
-        errbuf_printf(err, errlen, "the items hold %ld transitions, more than the batch of %d",
-                      rows, ws->B);
-        return -1;
-    }
-    return 0;
+    return grpo_items_validate(mc, tr, c, items, n_items, scale, ws->B, err, errlen);
 }
 
 int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model *ref,

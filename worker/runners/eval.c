@@ -54,11 +54,7 @@ const ConfigField eval_fields[] = {
       "hybrid: transitions sampled by the evaluated model; 0 = 60% of steps"),
     F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "noise seed of both passes"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
-    F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
-    {"backend", CONFIG_STRING, offsetof(EvalConfig, backend), 0, 0, "\"cpu\"", backend_names,
-     BACKEND_FIELD_DOC},
-    {"precision", CONFIG_STRING, offsetof(EvalConfig, precision), 0, 0, "\"tf32\"", precision_names,
-     PRECISION_FIELD_DOC},
+    RUNTIME_CONFIG_FIELDS(EvalConfig),
     F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
 };
 const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];

@@ -103,11 +103,7 @@ const ConfigField grpo_fields[] = {
     F(checkpoint_every, CONFIG_INT, 1, 1000000, "10", "iterations between checkpoints"),
     F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size for rollouts and training"),
-    F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
-    {"backend", CONFIG_STRING, offsetof(GrpoRunConfig, backend), 0, 0, "\"cpu\"", backend_names,
-     BACKEND_FIELD_DOC},
-    {"precision", CONFIG_STRING, offsetof(GrpoRunConfig, precision), 0, 0, "\"tf32\"",
-     precision_names, PRECISION_FIELD_DOC},
+    RUNTIME_CONFIG_FIELDS(GrpoRunConfig),
 };
 const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
 #undef F

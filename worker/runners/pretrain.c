@@ -70,11 +70,7 @@ const ConfigField pretrain_fields[] = {
     F(sample_prompts, CONFIG_INT, 1, 64, "16", "held-out prompts in each sample grid"),
     F(sample_steps, CONFIG_INT, 1, 1000, "17", "ODE steps for the sample grids"),
     F(sample_shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift for the sample grids"),
-    F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
-    {"backend", CONFIG_STRING, offsetof(PretrainConfig, backend), 0, 0, "\"cpu\"", backend_names,
-     BACKEND_FIELD_DOC},
-    {"precision", CONFIG_STRING, offsetof(PretrainConfig, precision), 0, 0, "\"tf32\"",
-     precision_names, PRECISION_FIELD_DOC},
+    RUNTIME_CONFIG_FIELDS(PretrainConfig),
 };
 const int pretrain_field_count = sizeof pretrain_fields / sizeof pretrain_fields[0];
 #undef F

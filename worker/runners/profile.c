@@ -42,11 +42,7 @@ const ConfigField profile_fields[] = {
     F(max_chunks, CONFIG_INT, 1, SAMPLER_MAX_STEPS, "6", "also propose every K up to this"),
     F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "rollout noise"),
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
-    F(threads, CONFIG_INT, 0, 1024, "0", "CPU threads; 0 = all cores"),
-    {"backend", CONFIG_STRING, offsetof(ProfileConfig, backend), 0, 0, "\"cpu\"", backend_names,
-     BACKEND_FIELD_DOC},
-    {"precision", CONFIG_STRING, offsetof(ProfileConfig, precision), 0, 0, "\"tf32\"",
-     precision_names, PRECISION_FIELD_DOC},
+    RUNTIME_CONFIG_FIELDS(ProfileConfig),
 };
 const int profile_field_count = sizeof profile_fields / sizeof profile_fields[0];
 #undef F

@@ -267,18 +267,6 @@ static int items_check(const CudaRollout *r, const CudaEngine *e, const CudaEngi
         errbuf_printf(err, errlen, "the trajectory is not the rollout's last run");
         return -1;
     }
-    if (tr->steps < 2) {
-        errbuf_printf(err, errlen, "trajectories of %d steps have no trainable transition",
-                      tr->steps);
-        return -1;
-    }
-    if (!(c->clip_eps >= 0.0f) || !(c->eta > 0.0f) || !(c->kl_coef >= 0.0f) || !isfinite(scale)) {
-        errbuf_printf(err, errlen,
-                      "GRPO settings out of range (clip_eps %g, eta %g, kl_coef %g, "
-                      "scale %g)",
-                      c->clip_eps, c->eta, c->kl_coef, scale);
-        return -1;
-    }
     if (c->kl_coef > 0.0f &&
         (!ref || ref->capacity != e->capacity || ref->num_params != e->num_params)) {
         errbuf_printf(err, errlen,
@@ -286,27 +274,7 @@ static int items_check(const CudaRollout *r, const CudaEngine *e, const CudaEngi
                       c->kl_coef);
         return -1;
     }
-    long rows = 0;
-    int trainable = sampler_trainable_steps(tr->steps);
-    for (int i = 0; i < n_items; i++) {
-        const GrpoItem *it = &items[i];
-        if (it->traj < 0 || it->traj >= tr->n || it->start < 0 || it->size < 1 ||
-            it->start + it->size > trainable || !isfinite(it->advantage)) {
-            errbuf_printf(err, errlen,
-                          "item %d (trajectory %d, transitions %d..%d, advantage %g) is out of "
-                          "range: %d trajectories of %d trainable transitions",
-                          i, it->traj, it->start, it->start + it->size - 1, it->advantage, tr->n,
-                          trainable);
-            return -1;
-        }
-        rows += it->size;
-    }
-    if (rows > e->capacity) {
-        errbuf_printf(err, errlen, "the items hold %ld transitions, more than the batch of %d",
-                      rows, e->capacity);
-        return -1;
-    }
-    return 0;
+    return grpo_items_validate(&e->cfg, tr, c, items, n_items, scale, e->capacity, err, errlen);
 }
 
 int cuda_grpo_items_backward(CudaRollout *r, CudaEngine *e, CudaEngine *ref, const Trajectory *tr,
