@@ -46,10 +46,16 @@ int grpo_advantages(const float *rewards, int groups, int group_size, float adv_
 /* ------------------------------------------------------------------------------------------ */
 /* Chunking                                                                                    */
 
-static int check_trainable(int trainable, char *err, size_t errlen)
+/* Every chunking splits 1 .. GRPO_MAX_CHUNKS trainable steps into 1 .. trainable chunks. */
+static int check_split(int k, int trainable, char *err, size_t errlen)
 {
     if (trainable < 1 || trainable > GRPO_MAX_CHUNKS) {
         errbuf_printf(err, errlen, "trainable steps must be in [1, %d], got %d", GRPO_MAX_CHUNKS,
+                      trainable);
+        return -1;
+    }
+    if (k < 1 || k > trainable) {
+        errbuf_printf(err, errlen, "%d chunks for %d trainable steps; need 1 to %d", k, trainable,
                       trainable);
         return -1;
     }
@@ -59,12 +65,7 @@ static int check_trainable(int trainable, char *err, size_t errlen)
 int chunking_from_sizes(const int *sizes, int k, int trainable, Chunking *out, char *err,
                         size_t errlen)
 {
-    if (check_trainable(trainable, err, errlen)) return -1;
-    if (k < 1 || k > trainable) {
-        errbuf_printf(err, errlen, "%d chunks for %d trainable steps; need 1 to %d", k, trainable,
-                      trainable);
-        return -1;
-    }
+    if (check_split(k, trainable, err, errlen)) return -1;
     long sum = 0;
     for (int j = 0; j < k; j++) {
         if (sizes[j] < 1) {
@@ -89,12 +90,7 @@ int chunking_from_sizes(const int *sizes, int k, int trainable, Chunking *out, c
 
 int chunking_uniform(int k, int trainable, Chunking *out, char *err, size_t errlen)
 {
-    if (check_trainable(trainable, err, errlen)) return -1;
-    if (k < 1 || k > trainable) {
-        errbuf_printf(err, errlen, "%d chunks for %d trainable steps; need 1 to %d", k, trainable,
-                      trainable);
-        return -1;
-    }
+    if (check_split(k, trainable, err, errlen)) return -1;
     int base = trainable / k, larger = trainable % k;
     out->count = k;
     for (int j = 0, s = 0; j < k; j++) {
@@ -115,12 +111,7 @@ int chunking_uniform(int k, int trainable, Chunking *out, char *err, size_t errl
 int chunking_optimal(const float *curve, int trainable, int k, Chunking *out, char *err,
                      size_t errlen)
 {
-    if (check_trainable(trainable, err, errlen)) return -1;
-    if (k < 1 || k > trainable) {
-        errbuf_printf(err, errlen, "%d chunks for %d trainable steps; need 1 to %d", k, trainable,
-                      trainable);
-        return -1;
-    }
+    if (check_split(k, trainable, err, errlen)) return -1;
     for (int i = 0; i < trainable; i++) {
         if (!isfinite(curve[i])) {
             errbuf_printf(err, errlen, "curve value %d is not finite (%g)", i, curve[i]);
