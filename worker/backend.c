@@ -26,30 +26,33 @@ int backend_from_name(const char *name, BackendKind *out)
 
 #define CUDA_LIBRARY "libchunkgrpo_cuda.so"
 
-/* Every entry point of cuda_engine.h the worker uses, resolved by name. */
+/* Every entry point of cuda_engine.h the worker uses: (member, symbol). The members' types come
+ * from the header's own declarations, so a changed signature fails to compile here. */
+#define CUDA_ENTRIES(X)                                                                            \
+    X(probe, cuda_probe)                                                                           \
+    X(engine_new, cuda_engine_new)                                                                 \
+    X(engine_free, cuda_engine_free)                                                               \
+    X(set_params, cuda_engine_set_params)                                                          \
+    X(get_params, cuda_engine_get_params)                                                          \
+    X(zero_grad, cuda_engine_zero_grad)                                                            \
+    X(forward_host, cuda_forward_host)                                                             \
+    X(backward_host, cuda_backward_host)                                                           \
+    X(adamw_step, cuda_adamw_step)                                                                 \
+    X(get_moments, cuda_adamw_get_moments)                                                         \
+    X(set_moments, cuda_adamw_set_moments)                                                         \
+    X(rollout_new, cuda_rollout_new)                                                               \
+    X(rollout_free, cuda_rollout_free)                                                             \
+    X(rollout_run, cuda_rollout_run)                                                               \
+    X(rollout_set_late, cuda_rollout_set_late)                                                     \
+    X(items_backward, cuda_grpo_items_backward)
+
+#define CUDA_MEMBER(member, symbol) __typeof__(symbol) *member;
 static struct {
     int loaded; /* 1 loaded, -1 failed (reason in why) */
     char why[PATH_MAX + 512];
-    int (*probe)(char *, size_t, char *, size_t);
-    CudaEngine *(*engine_new)(const Model *, int, CudaMath, char *, size_t);
-    void (*engine_free)(CudaEngine *);
-    void (*set_params)(CudaEngine *, const float *);
-    void (*get_params)(const CudaEngine *, float *);
-    void (*zero_grad)(CudaEngine *);
-    void (*forward_host)(CudaEngine *, int, const float *, const float *, const int32_t *, float *);
-    void (*backward_host)(CudaEngine *, const float *);
-    double (*adamw_step)(CudaEngine *, AdamW *);
-    void (*get_moments)(const CudaEngine *, float *, float *);
-    void (*set_moments)(CudaEngine *, const float *, const float *);
-    CudaRollout *(*rollout_new)(const CudaEngine *, const SamplerConfig *, int, char *, size_t);
-    void (*rollout_free)(CudaRollout *);
-    int (*rollout_run)(CudaRollout *, CudaEngine *, const int32_t *, Rng *, Trajectory *, int,
-                       char *, size_t);
-    void (*rollout_set_late)(CudaRollout *, CudaEngine *, int);
-    int (*items_backward)(CudaRollout *, CudaEngine *, CudaEngine *, const Trajectory *,
-                          const GrpoConfig *, const GrpoItem *, int, float, GrpoItemStats *, char *,
-                          size_t);
+    CUDA_ENTRIES(CUDA_MEMBER)
 } cuda;
+#undef CUDA_MEMBER
 
 /* The library's path: $CHUNKGRPO_CUDA_LIB, else beside the running binary. */
 static void cuda_library_path(char *path, size_t len)
@@ -81,27 +84,12 @@ static int cuda_load(void)
         cuda.loaded = -1;
         return -1;
     }
+#define CUDA_SYMBOL(member, symbol) {(void **)&cuda.member, #symbol},
     struct {
         void **slot;
         const char *name;
-    } syms[] = {
-        {(void **)&cuda.probe, "cuda_probe"},
-        {(void **)&cuda.engine_new, "cuda_engine_new"},
-        {(void **)&cuda.engine_free, "cuda_engine_free"},
-        {(void **)&cuda.set_params, "cuda_engine_set_params"},
-        {(void **)&cuda.get_params, "cuda_engine_get_params"},
-        {(void **)&cuda.zero_grad, "cuda_engine_zero_grad"},
-        {(void **)&cuda.forward_host, "cuda_forward_host"},
-        {(void **)&cuda.backward_host, "cuda_backward_host"},
-        {(void **)&cuda.adamw_step, "cuda_adamw_step"},
-        {(void **)&cuda.get_moments, "cuda_adamw_get_moments"},
-        {(void **)&cuda.set_moments, "cuda_adamw_set_moments"},
-        {(void **)&cuda.rollout_new, "cuda_rollout_new"},
-        {(void **)&cuda.rollout_free, "cuda_rollout_free"},
-        {(void **)&cuda.rollout_run, "cuda_rollout_run"},
-        {(void **)&cuda.rollout_set_late, "cuda_rollout_set_late"},
-        {(void **)&cuda.items_backward, "cuda_grpo_items_backward"},
-    };
+    } syms[] = {CUDA_ENTRIES(CUDA_SYMBOL)};
+#undef CUDA_SYMBOL
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         if (!(*syms[i].slot = dlsym(h, syms[i].name))) {
             snprintf(cuda.why, sizeof cuda.why, "%s has no %s: built from another version?", path,
