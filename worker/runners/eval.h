@@ -42,12 +42,12 @@ extern const int eval_field_count;
 /* Loads cfg->model and evaluates it into out_dir. Returns 0, or -1 with a message in err. */
 int eval_run(const EvalConfig *cfg, const char *out_dir, char *err, size_t errlen);
 
-/* Evaluates the model of a policy (on its backend and batch; cfg->model, cfg->base_model,
- * cfg->batch and cfg->backend are only reported) into out_dir, adding the figures to report (the
- * object also written as out_dir/eval.json): "ode": {"align_mean", ...}, "sde": {"align_mean",
- * "within_group_std", "tied_group_fraction", ...}. With cfg->mode "hybrid", the ODE pass hands
- * the late transitions to the policy `base` (algorithm.md section 7); base is unused otherwise.
- * pol, base and vocab are borrowed. Returns 0, or -1 with a message in err. */
+/* Evaluates the model of a policy (on its backend and batch: cfg's batch, threads, backend and
+ * precision are not read; cfg->model and cfg->base_model are only reported) into out_dir, adding
+ * the figures to report (the object also written as out_dir/eval.json): "ode": {"align_mean", ...},
+ * "sde": {"align_mean", "within_group_std", "tied_group_fraction", ...}. With cfg->mode "hybrid",
+ * the ODE pass hands the late transitions to the policy `base` (algorithm.md section 7); base is
+ * unused otherwise. pol, base and vocab are borrowed. Returns 0, or -1 with a message in err. */
 int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *cfg,
                const char *out_dir, json_t *report, char *err, size_t errlen);
 

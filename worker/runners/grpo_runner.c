@@ -590,8 +590,6 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     ec.eta = c->eta;
     ec.cfg_scale = 1;
     ec.group_size = 2;
-    ec.batch = policy_batch(r->pol);
-    snprintf(ec.backend, sizeof ec.backend, "%s", c->backend);
     ec.grid_images = 32;
     snprintf(ec.mode, sizeof ec.mode, "%s", c->eval_mode);
     snprintf(ec.base_model, sizeof ec.base_model, "%.200s", c->model);
