@@ -2,15 +2,19 @@
 # The paper's comparison on our model: base vs step-level GRPO vs Chunk-GRPO (auto chunks) vs
 # Chunk-GRPO with weighted sampling, plus the fixed-chunk ablation, same seeds and compute, each
 # scored on the held-out prompts with the ODE sampler and fixed seeds. Writes every run under
-# OUT (default var/compare) and prints the table (also OUT/table.md).
+# OUT (default var/compare) and prints the table (also OUT/table.md). Finished runs are kept, so
+# a second call continues an interrupted comparison.
 #   deploy/experiments/compare.sh [ITERATIONS=150] [SEEDS="1 2 3"]
 # Environment: OUT, WORKER (bin/chunkgrpo-worker), BASE (models/shapes-small.safetensors),
-#              EXTRA (extra JSON fields for every GRPO run, e.g. '"lr": 5e-5').
+#              EXTRA (extra JSON fields for every GRPO run, e.g. '"lr": 5e-5'),
+#              RUNS (run names to do, default all), JOBS (runs at once, default 1),
+#              BACKEND (cpu or cuda, for every run), EVAL_EVERY (default 0: the end only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 iterations=${1:-150} seeds=${2:-1 2 3}
 out=${OUT:-var/compare} worker=${WORKER:-bin/chunkgrpo-worker}
-base=${BASE:-models/shapes-small.safetensors} extra=${EXTRA:-}
+base=${BASE:-models/shapes-small.safetensors} extra=${EXTRA:-} jobs=${JOBS:-1}
+backend=${BACKEND:+--backend $BACKEND} eval_every=${EVAL_EVERY:-0}
 mkdir -p "$out"
 
 # name | JSON fields of the run
@@ -25,18 +29,28 @@ runs=(
 # the base model, evaluated exactly as the GRPO runs evaluate (same prompts, noise and batching)
 printf '{"kind": "eval", "model": "%s", "ode_seeds": 2, "max_prompts": 64, "sde_prompts": 0, "seed": 0}\n' \
   "$base" >"$out/base.json"
-[ -f "$out/base/eval.json" ] || "$worker" run "$out/base.json" --out "$out/base"
-for seed in $seeds; do
-  for r in "${runs[@]}"; do
-    name=${r%%|*} fields=${r#*|}
-    dir=$out/$name-$seed
-    [ -f "$dir/model.safetensors" ] && continue
-    printf '{"kind": "grpo", "model": "%s", "iterations": %s, "seed": %s, "eval_every": 0, "eval_prompts": 64, "eval_seeds": 2, %s%s}\n' \
-      "$base" "$iterations" "$seed" "$fields" "${extra:+, $extra}" >"$dir.json"
-    if [ -f "$dir/checkpoints/latest" ]; then "$worker" run "$dir.json" --out "$dir" --resume
-    else "$worker" run "$dir.json" --out "$dir"; fi
+[ -f "$out/base/eval.json" ] || "$worker" run "$out/base.json" --out "$out/base" $backend
+
+one_run() { # one_run NAME SEED FIELDS: a GRPO run, resumed if it was interrupted
+  local dir=$out/$1-$2
+  [ -f "$dir/model.safetensors" ] && return 0
+  printf '{"kind": "grpo", "model": "%s", "iterations": %s, "seed": %s, "eval_every": %s, "eval_prompts": 64, "eval_seeds": 2, %s%s}\n' \
+    "$base" "$iterations" "$2" "$eval_every" "$3" "${extra:+, $extra}" >"$dir.json"
+  local resume=; [ -f "$dir/checkpoints/latest" ] && resume=--resume
+  if "$worker" run "$dir.json" --out "$dir" $backend $resume >"$dir.log" 2>&1; then echo "done $1-$2"
+  else echo "FAILED $1-$2 (see $dir.log)" >&2; return 1; fi
+}
+failed=0
+for r in "${runs[@]}"; do # every seed of the paper's methods first, the ablation after
+  name=${r%%|*} fields=${r#*|}
+  [ -n "${RUNS:-}" ] && [[ " $RUNS " != *" $name "* ]] && continue
+  for seed in $seeds; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || failed=1; done
+    one_run "$name" "$seed" "$fields" &
   done
 done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
+[ "$failed" -eq 0 ] || { echo "compare.sh: some runs failed" >&2; exit 1; }
 python3 - "$out" "$iterations" $seeds <<'PY' | tee "$out/table.md"
 import json, statistics, sys, glob, os
 out, iters, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]

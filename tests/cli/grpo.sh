@@ -55,10 +55,11 @@ run "$TMP/profile.json" --out "$TMP/profile2"
 check "profile names a chunk count above the trainable steps" grep -qF 'config.chunk_count' "$TMP/stderr"
 
 ITERS=8
-# the resume runs keep an EMA of the weights too: it must resume exactly as well
-config "$TMP/a.json" $ITERS '"chunks": "2,3", "ema_decay": 0.9'
+# the resume runs keep an EMA of the weights and a cosine lr: both must resume exactly as well
+config "$TMP/a.json" $ITERS '"chunks": "2,3", "ema_decay": 0.9, "lr_schedule": "cosine"'
 run "$TMP/a.json" --out "$TMP/a"
 check "uninterrupted run succeeds" [ "$rc" -eq 0 ]
+check "the cosine lr runs from lr to lr * min_lr_ratio" [ "$(field "$TMP/a/metrics.jsonl" 1 "['lr']")/$(field "$TMP/a/metrics.jsonl" $ITERS "['lr']")" = "0.001/0.0001" ]
 for sig in TERM KILL; do
     out=$TMP/b-$sig
     timeout 300 "$WORKER" run "$TMP/a.json" --out "$out" >/dev/null 2>&1 &

@@ -33,6 +33,7 @@ static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
 static const char *const sde_kinds[] = {"flow", "dance", NULL};
 static const char *const optimizer_steps[] = {"group", "iteration", NULL};
 static const char *const eval_modes[] = {"ode", "hybrid", NULL};
+static const char *const lr_schedules[] = {"constant", "cosine", NULL};
 
 const ConfigField grpo_fields[] = {
     {"model", CONFIG_STRING, offsetof(GrpoRunConfig, model), 0, 0,
@@ -74,6 +75,12 @@ const ConfigField grpo_fields[] = {
     F(lr, CONFIG_FLOAT, 0, 1, "2e-5",
       "AdamW learning rate; with 128 trajectories per update 2e-5 raised held-out align steadily "
       "(README); 5e-5 and more on 32-trajectory updates damaged the model"),
+    {"lr_schedule", CONFIG_STRING, offsetof(GrpoRunConfig, lr_schedule), 0, 0, "\"constant\"",
+     lr_schedules,
+     "constant (the paper's), or cosine: from lr down to lr * min_lr_ratio at the last iteration, "
+     "so a higher early lr gains fast and the late updates no longer undo it"},
+    F(min_lr_ratio, CONFIG_FLOAT, 0, 1, "0.1",
+      "where the cosine schedule ends, as a fraction of lr"),
     F(beta1, CONFIG_FLOAT, 0, 0.999999, "0.9", "AdamW first-moment decay"),
     F(beta2, CONFIG_FLOAT, 0, 0.999999, "0.999", "AdamW second-moment decay"),
     F(eps, CONFIG_FLOAT, 0, 1, "1e-8", "AdamW epsilon"),
@@ -507,7 +514,7 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st, 
     json_object_set_new(o, "kl_ref", json_real(st->kl_sum / items));
     int opt_steps = strcmp(c->optimizer_step, "iteration") == 0 ? 1 : c->prompts_per_iter;
     json_object_set_new(o, "grad_norm", json_real(st->grad_norm_sum / opt_steps));
-    json_object_set_new(o, "lr", json_real(c->lr));
+    json_object_set_new(o, "lr", json_real(r->opt.cfg.lr));
     json_object_set_new(o, "sec_sampling", json_real(st->t_sample));
     json_object_set_new(o, "sec_reward", json_real(st->t_reward));
     json_object_set_new(o, "sec_optimize", json_real(st->t_opt));
@@ -688,6 +695,14 @@ static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
     return (int)iter;
 }
 
+/* The learning rate of iteration it (0-based): constant, or cosine from lr to lr * min_lr_ratio. */
+static double lr_at(const GrpoRunConfig *c, int it)
+{
+    if (strcmp(c->lr_schedule, "cosine") != 0 || c->iterations < 2) return c->lr;
+    double cosine = 0.5 * (1.0 + cos(M_PI * it / (c->iterations - 1)));
+    return c->lr * (c->min_lr_ratio + (1.0 - c->min_lr_ratio) * cosine);
+}
+
 int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_atomic_t *stop,
              ProgressFn progress, void *progress_ctx, char *err, size_t errlen)
 {
@@ -731,6 +746,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
             r.n_train = (int)lround(c->train_fraction * r.chunks.count);
             if (r.n_train < 1) r.n_train = 1;
         }
+        r.opt.cfg.lr = (float)lr_at(c, it);
         IterStats st;
         if (iteration(&r, &st, err, errlen)) goto done;
         int done_iters = it + 1;
@@ -742,7 +758,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         write_metrics(metrics, &r, done_iters, &st, eval_align);
         if (write_group_view(&r, out, done_iters, err, errlen)) goto done;
         if (progress)
-            progress(progress_ctx, done_iters, c->iterations, st.reward_mean, c->lr,
+            progress(progress_ctx, done_iters, c->iterations, st.reward_mean, r.opt.cfg.lr,
                      st.t_sample + st.t_reward + st.t_opt);
         int stopping = stop && *stop;
         if (done_iters % c->checkpoint_every == 0 || done_iters == c->iterations || stopping)

@@ -36,7 +36,9 @@ typedef struct {
     int steps;
     double shift, eta;
     char sde[CONFIG_STRING_MAX];
-    double clip_eps, adv_clip, lr, beta1, beta2, eps, weight_decay, grad_clip;
+    double clip_eps, adv_clip, lr;
+    char lr_schedule[CONFIG_STRING_MAX];
+    double min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip;
     char optimizer_step[CONFIG_STRING_MAX];
     double kl_coef, ema_decay;
     int eval_every, eval_prompts, eval_seeds;
