@@ -88,6 +88,12 @@ $(ENGINE_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libengine.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_ENGINE)
 
+# The experiment tables and their validator link with the common library alone, as the control
+# server does: no engine, no BLAS, no runners.
+$(BUILD)/tests/test_experiment: $(BUILD)/tests/unit/test_experiment.o $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON)
+
 $(BUILD)/bench/bench_engine: $(BUILD)/tests/bench/bench_engine.o $(BUILD)/libworker.a $(BUILD)/libcommon.a $(BUILD)/libengine.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)

@@ -1,7 +1,7 @@
 /*
  * config.h: experiment configs as tables of fields (name, type, bounds, default, meaning), in the
  * manner of redis's config table: one generic parser and printer over jansson, and one table per
- * experiment kind beside the code that runs it.
+ * experiment kind (common/experiment.c).
  *
  * Parsing is strict: every field has a default; an unknown field, a value of the wrong type, out
  * of range or not among the choices is an error whose message names the field

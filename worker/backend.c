@@ -12,9 +12,6 @@
 
 #include "errbuf.h"
 
-const char *const backend_names[] = {"cpu", "cuda", NULL};
-const char *const precision_names[] = {"tf32", "fp32", "bf16", NULL};
-
 int backend_from_name(const char *name, BackendKind *out)
 {
     for (int i = 0; backend_names[i]; i++)

@@ -23,39 +23,15 @@
 
 #include "adamw.h"
 #include "cuda/cuda_engine.h" /* the backend's C API: CudaMath; no CUDA types */
+#include "experiment.h"       /* backend_names, precision_names */
 #include "grpo.h"
 #include "model.h"
 #include "rng.h"
 #include "sampler.h"
 
+/* Its names (backend_names in common/experiment.h) are in BackendKind order, the precisions
+ * (precision_names) in CudaMath order. */
 typedef enum { BACKEND_CPU = 0, BACKEND_CUDA = 1 } BackendKind;
-
-/* {"cpu", "cuda", NULL}: the choices of every config's "backend" field and of --backend. */
-extern const char *const backend_names[];
-
-/* The description of every config's "backend" field. */
-#define BACKEND_FIELD_DOC                                                                          \
-    "cpu, or cuda: the CUDA backend (sampling in TF32, training in fp32), which needs a GPU and "  \
-    "libchunkgrpo_cuda.so beside the worker"
-
-/* {"tf32", "fp32", "bf16", NULL} in CudaMath order: the choices of every config's
- * "precision", the CUDA backend's sampling precision (training passes stay fp32). */
-extern const char *const precision_names[];
-
-#define PRECISION_FIELD_DOC                                                                        \
-    "matrix products of sampling on the cuda backend: tf32 (default), fp32, or bf16 (fp32 "        \
-    "master weights); training passes run in fp32 (see worker/engine/cuda/cuda_engine.h); the "    \
-    "cpu backend is always fp32"
-
-/* The entries of every experiment kind's config table that say where it runs: threads, backend
- * and precision (Type has int threads and char backend[], precision[] strings). */
-#define RUNTIME_CONFIG_FIELDS(Type)                                                                \
-    {"threads", CONFIG_INT, offsetof(Type, threads), 0, 1024, "0", NULL,                           \
-     "CPU threads; 0 = all cores"},                                                                \
-        {"backend", CONFIG_STRING, offsetof(Type, backend), 0, 0, "\"cpu\"", backend_names,        \
-         BACKEND_FIELD_DOC},                                                                       \
-        {"precision", CONFIG_STRING, offsetof(Type, precision), 0, 0, "\"tf32\"",                  \
-         precision_names, PRECISION_FIELD_DOC}
 
 /* The kind called name ("cpu" or "cuda"); -1 for another name. */
 int backend_from_name(const char *name, BackendKind *out);

@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,10 +19,15 @@
 #include "commands.h"
 #include "config.h"
 #include "errbuf.h"
+#include "experiment.h"
 #include "runners/eval.h"
 #include "runners/grpo_runner.h"
 #include "runners/pretrain.h"
 #include "runners/profile.h"
+#include "sampler.h"
+
+_Static_assert(EXPERIMENT_MAX_STEPS == SAMPLER_MAX_STEPS,
+               "the config tables' bound on steps must be the sampler's");
 
 static volatile sig_atomic_t stop_requested;
 
@@ -97,25 +103,31 @@ static int run_profile(const void *cfg, const char *out, int resume, Progress *p
     return profile_run(cfg, out, err, errlen);
 }
 
-/* The experiment kinds this worker runs: their config tables and runners. */
+/* How this worker runs each experiment kind of common/experiment.h (by its name). */
 typedef struct {
-    const char *name;
-    const ConfigField *fields;
-    const int *field_count;
+    const char *kind;
+    const char *metric; /* what the per-step value is: "loss", "reward" */
     int (*run)(const void *cfg, const char *out, int resume, Progress *p, char *err, size_t errlen);
-} RunnerKind;
+} Runner;
 
-static const RunnerKind kinds[] = {
-    {"pretrain", pretrain_fields, &pretrain_field_count, run_pretrain},
-    {"eval", eval_fields, &eval_field_count, run_eval},
-    {"grpo", grpo_fields, &grpo_field_count, run_grpo},
-    {"profile", profile_fields, &profile_field_count, run_profile},
+static const Runner runners[] = {
+    {"pretrain", "loss", run_pretrain},
+    {"eval", "loss", run_eval},
+    {"grpo", "reward", run_grpo},
+    {"profile", "loss", run_profile},
 };
 
-/* Whether the config's backend can run here (every kind has the field). */
-static int check_backend(const RunnerKind *k, const void *cfg, char *err, size_t errlen)
+static const Runner *runner_of(const ExperimentKind *k)
 {
-    for (int i = 0; i < *k->field_count; i++) {
+    for (size_t i = 0; i < sizeof runners / sizeof runners[0]; i++)
+        if (strcmp(runners[i].kind, k->name) == 0) return &runners[i];
+    return NULL;
+}
+
+/* Whether the config's backend can run here (every kind has the field). */
+static int check_backend(const ExperimentKind *k, const void *cfg, char *err, size_t errlen)
+{
+    for (int i = 0; i < k->field_count; i++) {
         if (strcmp(k->fields[i].name, "backend") != 0) continue;
         const char *name = (const char *)cfg + k->fields[i].offset;
         BackendKind kind;
@@ -165,12 +177,6 @@ int cmd_run(int argc, char **argv)
         return EXIT_USAGE;
     }
     char err[1024];
-    union {
-        PretrainConfig pretrain;
-        EvalConfig eval;
-        GrpoRunConfig grpo;
-        ProfileConfig profile;
-    } cfg;
     json_t *root = config_load_file(argv[optind], err, sizeof err);
     if (!root) {
         fprintf(stderr, "%s: %s\n", progname, err);
@@ -178,28 +184,25 @@ int cmd_run(int argc, char **argv)
     }
     /* --backend overrides the config's field; the effective config.json records the choice */
     if (backend) json_object_set_new(root, "backend", json_string(backend));
-    const char *kind = json_string_value(json_object_get(root, "kind"));
     int rc = EXIT_BAD_INPUT;
-    const RunnerKind *k = NULL;
-    for (size_t i = 0; kind && i < sizeof kinds / sizeof kinds[0]; i++)
-        if (strcmp(kinds[i].name, kind) == 0) k = &kinds[i];
-    if (!k) {
-        fprintf(stderr,
-                "%s: %s: config.kind: %s%s%s is not one of \"pretrain\" \"eval\" \"grpo\" "
-                "\"profile\"\n",
-                progname, argv[optind], kind ? "\"" : "", kind ? kind : "missing",
-                kind ? "\"" : "");
-    } else if (config_parse(root, k->name, k->fields, *k->field_count, &cfg, err, sizeof err)) {
+    const ExperimentKind *k = experiment_kind_of(root, err, sizeof err);
+    const Runner *runner = k ? runner_of(k) : NULL;
+    void *cfg = k ? calloc(1, k->config_size) : NULL;
+    if (!runner) {
+        if (k) snprintf(err, sizeof err, "config.kind: this worker cannot run \"%s\"", k->name);
         fprintf(stderr, "%s: %s: %s\n", progname, argv[optind], err);
-    } else if (check_backend(k, &cfg, err, sizeof err)) {
+    } else if (!cfg) {
+        fprintf(stderr, "%s: out of memory\n", progname);
+        rc = EXIT_IO;
+    } else if (experiment_config_parse(k, root, cfg, err, sizeof err)) {
+        fprintf(stderr, "%s: %s: %s\n", progname, argv[optind], err);
+    } else if (check_backend(k, cfg, err, sizeof err)) {
         fprintf(stderr, "%s: %s\n", progname, err); /* before the run folder is touched */
     } else {
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
-        Progress p = {.metric = strcmp(k->name, "grpo") == 0 ? "reward" : "loss",
-                      .tty = isatty(STDERR_FILENO),
-                      .last_decile = -1};
-        int r = k->run(&cfg, out, resume, &p, err, sizeof err);
+        Progress p = {.metric = runner->metric, .tty = isatty(STDERR_FILENO), .last_decile = -1};
+        int r = runner->run(cfg, out, resume, &p, err, sizeof err);
         if (r < 0)
             fprintf(stderr, "%s: %s\n", progname, err);
         else if (r == 1)
@@ -208,6 +211,7 @@ int cmd_run(int argc, char **argv)
                     progname, argv[optind], out);
         rc = r < 0 ? EXIT_BAD_INPUT : r == 1 ? 130 : 0;
     }
+    free(cfg);
     json_decref(root);
     return rc;
 }

@@ -14,6 +14,7 @@ int cmd_score(int argc, char **argv); /* and cmd_render, both in cmd_score.c */
 int cmd_render(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_schema(int argc, char **argv);
 
 /* Parses a flag's value as an integer in [1, 4096]; prints a message naming the flag and
  * returns -1 otherwise. */

@@ -23,6 +23,9 @@ static const struct {
      "      with a progress bar. Ctrl-C stops it with a checkpoint; --resume continues it.\n"
      "      --backend overrides the config's \"backend\" (cuda needs a GPU and\n"
      "      libchunkgrpo_cuda.so beside this binary, or $CHUNKGRPO_CUDA_LIB)."},
+    {"schema", cmd_schema,
+     " Prints the JSON Schema (draft 2020-12) of the configs `run` takes, generated\n"
+     "      from the tables that validate them (schema/experiment.schema.json is its output)."},
     {"sample", cmd_sample,
      "--model M --prompt TEXT --out DIR [--n 8] [--steps 17] [--sampler ode|sde]\n"
      "      [--sde flow|dance] [--eta 0.7] [--shift 3] [--seed 1] [--cfg W] [--same-noise]\n"

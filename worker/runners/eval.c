@@ -20,46 +20,6 @@
 #include "tokenizer.h"
 #include "world/shapes.h"
 
-#define F(name, type, lo, hi, def, doc)                                                            \
-    {                                                                                              \
-#name, type, offsetof(EvalConfig, name), lo, hi, def, NULL, doc                            \
-    }
-static const char *const prompt_sets[] = {"heldout", "train", NULL};
-static const char *const sde_kinds[] = {"flow", "dance", NULL};
-static const char *const eval_modes[] = {"ode", "hybrid", NULL};
-
-const ConfigField eval_fields[] = {
-    {"model", CONFIG_STRING, offsetof(EvalConfig, model), 0, 0,
-     "\"models/shapes-small.safetensors\"", NULL, "the checkpoint to evaluate"},
-    {"prompts", CONFIG_STRING, offsetof(EvalConfig, prompts), 0, 0, "\"heldout\"", prompt_sets,
-     "prompt set (docs/prompts.md)"},
-    F(max_prompts, CONFIG_INT, 0, 100000, "0", "use the first N prompts of the set; 0 = all"),
-    F(ode_seeds, CONFIG_INT, 0, 64, "4", "ODE samples per prompt (seeds 0..N-1); 0 skips"),
-    F(sde_prompts, CONFIG_INT, 0, 100000, "32", "prompts in the SDE group pass; 0 skips"),
-    F(group_size, CONFIG_INT, 2, 64, "8", "SDE samples per prompt (a GRPO group)"),
-    F(same_noise, CONFIG_BOOL, 0, 0, "false",
-      "SDE groups share their initial noise (init_same_noise; the paper's groups do)"),
-    F(steps, CONFIG_INT, 1, SAMPLER_MAX_STEPS, "17", "sampling steps (paper 17)"),
-    F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
-    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
-    {"sde", CONFIG_STRING, offsetof(EvalConfig, sde), 0, 0, "\"flow\"", sde_kinds,
-     "SDE kind of the group pass"},
-    F(cfg_scale, CONFIG_FLOAT, 0, 100, "1", "classifier-free guidance scale; 1 = none"),
-    {"mode", CONFIG_STRING, offsetof(EvalConfig, mode), 0, 0, "\"ode\"", eval_modes,
-     "ode: the model samples every step; hybrid: it samples the first hybrid_steps, base_model "
-     "the rest (the paper's hybrid evaluation: 30 of 50 steps by the trained model)"},
-    {"base_model", CONFIG_STRING, offsetof(EvalConfig, base_model), 0, 0, "\"\"", NULL,
-     "hybrid: the checkpoint of the late steps (the model the evaluated one was tuned from)"},
-    F(hybrid_steps, CONFIG_INT, 0, SAMPLER_MAX_STEPS, "0",
-      "hybrid: transitions sampled by the evaluated model; 0 = 60% of steps"),
-    F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "noise seed of both passes"),
-    F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
-    RUNTIME_CONFIG_FIELDS(EvalConfig),
-    F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
-};
-const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
-#undef F
-
 typedef struct {
     double sum;
     int count;
@@ -331,10 +291,6 @@ int eval_run(const EvalConfig *c, const char *out, char *err, size_t errlen)
     Vocab base_vocab;
     Policy *pol = NULL, *base_pol = NULL;
     memset(&base, 0, sizeof base), memset(&base_vocab, 0, sizeof base_vocab);
-    if (hybrid && !c->base_model[0]) {
-        snprintf(err, errlen, "config.base_model: hybrid evaluation needs the base checkpoint");
-        goto done;
-    }
     if (hybrid && checkpoint_load(c->base_model, &base, &base_vocab, NULL, err, errlen)) goto done;
     if (hybrid && base.num_params != m.num_params) {
         snprintf(err, errlen, "config.base_model: %s is not the size of config.model",

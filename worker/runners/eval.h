@@ -15,31 +15,13 @@
 #define CHUNKGRPO_EVAL_H
 
 #include "backend.h"
-#include "config.h"
+#include "experiment.h" /* EvalConfig and its table */
 #include "model.h"
 #include "tokenizer.h"
 #include "runners/pretrain.h"
 
-typedef struct {
-    char model[CONFIG_STRING_MAX];
-    char prompts[CONFIG_STRING_MAX];
-    int max_prompts, ode_seeds, sde_prompts, group_size, same_noise;
-    int steps;
-    double shift, eta, cfg_scale;
-    char sde[CONFIG_STRING_MAX];
-    int64_t seed;
-    char mode[CONFIG_STRING_MAX];       /* "ode" or "hybrid" */
-    char base_model[CONFIG_STRING_MAX]; /* hybrid: the model of the late steps */
-    int hybrid_steps;                   /* hybrid: transitions by the model (0 = 60%) */
-    int batch, threads, grid_images;
-    char backend[CONFIG_STRING_MAX];
-    char precision[CONFIG_STRING_MAX];
-} EvalConfig;
-
-extern const ConfigField eval_fields[];
-extern const int eval_field_count;
-
-/* Loads cfg->model and evaluates it into out_dir. Returns 0, or -1 with a message in err. */
+/* Loads cfg->model and evaluates it into out_dir; cfg has passed experiment_config_parse (hybrid
+ * names a base_model). Returns 0, or -1 with a message in err. */
 int eval_run(const EvalConfig *cfg, const char *out_dir, char *err, size_t errlen);
 
 /* Evaluates the model of a policy (on its backend and batch: cfg's batch, threads, backend and

@@ -25,96 +25,6 @@
 #include "tokenizer.h"
 #include "world/shapes.h"
 
-#define F(name, type, lo, hi, def, doc)                                                            \
-    {                                                                                              \
-#name, type, offsetof(GrpoRunConfig, name), lo, hi, def, NULL, doc                         \
-    }
-static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
-static const char *const sde_kinds[] = {"flow", "dance", NULL};
-static const char *const optimizer_steps[] = {"group", "iteration", NULL};
-static const char *const eval_modes[] = {"ode", "hybrid", NULL};
-static const char *const lr_schedules[] = {"constant", "cosine", NULL};
-
-const ConfigField grpo_fields[] = {
-    {"model", CONFIG_STRING, offsetof(GrpoRunConfig, model), 0, 0,
-     "\"models/shapes-small.safetensors\"", NULL, "the base model to fine-tune"},
-    {"prompts", CONFIG_STRING, offsetof(GrpoRunConfig, prompts), 0, 0, "\"train\"", NULL,
-     "training prompts: train (the world's RL set), heldout, all, or a file of captions, one per "
-     "line (docs/prompts.md); evaluation always uses the held-out set"},
-    {"method", CONFIG_STRING, offsetof(GrpoRunConfig, method), 0, 0, "\"chunk_grpo\"", methods,
-     "grpo: step level (every chunk one transition); chunk_grpo: the chunks below"},
-    {"chunks", CONFIG_STRING, offsetof(GrpoRunConfig, chunks), 0, 0, "\"auto\"", NULL,
-     "chunk_grpo's chunks over the steps-1 trainable transitions, high noise first: sizes "
-     "\"2,3,4,7\", \"uniform:K\", \"auto\" (optimal segmentation of the base model's profile "
-     "into chunk_count chunks) or \"dynamic\" (re-profiled every profile_every iterations)"},
-    F(chunk_count, CONFIG_INT, 1, 1000, "4", "K for auto and dynamic (paper: 4 chunks)"),
-    F(profile_every, CONFIG_INT, 1, 1000000, "20", "iterations between profiles (dynamic)"),
-    F(weighted_sampling, CONFIG_BOOL, 0, 0, "false",
-      "draw the trained chunks with probability proportional to their relative-L1 dynamics "
-      "(algorithm.md section 6) instead of uniformly"),
-    F(train_fraction, CONFIG_FLOAT, 0.01, 1, "0.5",
-      "fraction of a trajectory's chunks (steps for grpo) trained; paper: 2 of 4, 8 of 16"),
-    F(seed, CONFIG_INT64, 0, 9007199254740991.0, "1", "prompts, noise and chunk choices"),
-    F(iterations, CONFIG_INT, 1, 1000000, "100", "rollout + update rounds"),
-    F(prompts_per_iter, CONFIG_INT, 1, 4096, "16",
-      "prompts per iteration, one group each; with optimizer_step iteration, 16 x 8 = 128 "
-      "trajectories per update: at our scale the gradient of fewer is mostly noise"),
-    F(group_size, CONFIG_INT, 2, 256, "8", "trajectories per prompt (paper 12)"),
-    F(same_noise, CONFIG_BOOL, 0, 0, "true",
-      "a group's trajectories share the initial noise (the paper's setting); variety then "
-      "comes from the SDE noise alone"),
-    F(steps, CONFIG_INT, 2, SAMPLER_MAX_STEPS, "17", "sampling steps (paper 17)"),
-    F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
-    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
-    {"sde", CONFIG_STRING, offsetof(GrpoRunConfig, sde), 0, 0, "\"flow\"", sde_kinds,
-     "flow (Flow-GRPO) or dance (DanceGRPO) SDE"},
-    F(clip_eps, CONFIG_FLOAT, 0, 1, "1e-3",
-      "ratio clip range; the paper's 5e-5 was set for a 12B model and full-resolution images; at "
-      "our scale ratios move more per update (algorithm.md section 3 suggests trying 1e-3)"),
-    F(adv_clip, CONFIG_FLOAT, 0, 1000, "5", "advantages are clamped to [-adv_clip, adv_clip]"),
-    F(lr, CONFIG_FLOAT, 0, 1, "2e-5",
-      "AdamW learning rate; with 128 trajectories per update 2e-5 raised held-out align steadily "
-      "(README); 5e-5 and more on 32-trajectory updates damaged the model"),
-    {"lr_schedule", CONFIG_STRING, offsetof(GrpoRunConfig, lr_schedule), 0, 0, "\"constant\"",
-     lr_schedules,
-     "constant (the paper's), or cosine: from lr down to lr * min_lr_ratio at the last iteration, "
-     "so a higher early lr gains fast and the late updates no longer undo it"},
-    F(min_lr_ratio, CONFIG_FLOAT, 0, 1, "0.1",
-      "where the cosine schedule ends, as a fraction of lr"),
-    F(beta1, CONFIG_FLOAT, 0, 0.999999, "0.9", "AdamW first-moment decay"),
-    F(beta2, CONFIG_FLOAT, 0, 0.999999, "0.999", "AdamW second-moment decay"),
-    F(eps, CONFIG_FLOAT, 0, 1, "1e-8", "AdamW epsilon"),
-    F(weight_decay, CONFIG_FLOAT, 0, 1, "1e-4", "decoupled weight decay (paper 1e-4)"),
-    F(grad_clip, CONFIG_FLOAT, 0, 1e9, "1.0",
-      "global gradient-norm clip; the paper's 0.01 is for a 12B model's gradients"),
-    {"optimizer_step", CONFIG_STRING, offsetof(GrpoRunConfig, optimizer_step), 0, 0,
-     "\"iteration\"", optimizer_steps,
-     "iteration: one AdamW step over all groups of an iteration; group: one step per group of G "
-     "trajectories (the paper's, for a 12B model): here per-group steps moved the model as much "
-     "with the advantages' signs flipped, i.e. by noise alone, and lowered held-out align"},
-    F(kl_coef, CONFIG_FLOAT, 0, 1e6, "0",
-      "weight of the KL to the frozen base model (Flow-GRPO style); 0 = off (paper)"),
-    F(ema_decay, CONFIG_FLOAT, 0, 0.999999, "0",
-      "an exponential moving average of the policy's weights, updated after every optimizer "
-      "step (0 = off, as the paper); when on, evaluations score the average and it is saved as "
-      "model_ema.safetensors. Flow-GRPO evaluates such an average"),
-    F(eval_every, CONFIG_INT, 0, 1000000, "10",
-      "iterations between held-out evaluations; 0 = end only"),
-    F(eval_prompts, CONFIG_INT, 1, 100000, "64", "held-out prompts evaluated (ODE)"),
-    F(eval_seeds, CONFIG_INT, 1, 64, "2", "seeds per held-out prompt"),
-    {"eval_mode", CONFIG_STRING, offsetof(GrpoRunConfig, eval_mode), 0, 0, "\"ode\"", eval_modes,
-     "held-out evaluations: ode (the policy samples every step), or hybrid (the policy samples "
-     "the first hybrid_steps, the base model the rest: the paper's hybrid evaluation)"},
-    F(hybrid_steps, CONFIG_INT, 0, SAMPLER_MAX_STEPS, "0",
-      "hybrid: transitions sampled by the policy; 0 = 60% of steps (the paper's 30 of 50)"),
-    F(checkpoint_every, CONFIG_INT, 1, 1000000, "10", "iterations between checkpoints"),
-    F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept"),
-    F(batch, CONFIG_INT, 1, 4096, "32", "model batch size for rollouts and training"),
-    RUNTIME_CONFIG_FIELDS(GrpoRunConfig),
-};
-const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
-#undef F
-
 /* Everything a run holds, allocated before the first iteration. */
 typedef struct {
     const GrpoRunConfig *c;
@@ -199,39 +109,17 @@ static int setup_chunks(Run *r, int iteration, char *err, size_t errlen)
         for (int i = 0; i < r->trainable; i++) sizes[i] = 1;
         return chunking_from_sizes(sizes, r->trainable, r->trainable, &r->chunks, err, errlen);
     }
-    if (strcmp(c->chunks, "auto") == 0 || strcmp(c->chunks, "dynamic") == 0)
-        return profile_chunks(r, iteration, err, errlen);
-    if (strncmp(c->chunks, "uniform:", 8) == 0) {
-        char *end;
-        long k = strtol(c->chunks + 8, &end, 10);
-        if (*end || k < 1 || k > r->trainable) {
-            snprintf(err, errlen, "config.chunks: \"%s\": K must be 1..%d", c->chunks,
-                     r->trainable);
-            return -1;
-        }
-        return chunking_uniform((int)k, r->trainable, &r->chunks, err, errlen);
+    ChunkSpec spec;
+    if (chunk_spec_parse(c->chunks, r->trainable, &spec, err, errlen)) return -1;
+    switch (spec.kind) {
+    case CHUNK_SPEC_AUTO:
+    case CHUNK_SPEC_DYNAMIC: return profile_chunks(r, iteration, err, errlen);
+    case CHUNK_SPEC_UNIFORM:
+        return chunking_uniform(spec.count, r->trainable, &r->chunks, err, errlen);
+    case CHUNK_SPEC_SIZES:
+        return chunking_from_sizes(spec.size, spec.count, r->trainable, &r->chunks, err, errlen);
     }
-    int sizes[SAMPLER_MAX_STEPS], k = 0;
-    for (const char *p = c->chunks; *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > SAMPLER_MAX_STEPS || k == SAMPLER_MAX_STEPS ||
-            (*end && *end != ',')) {
-            snprintf(err, errlen,
-                     "config.chunks: \"%s\" is not sizes like \"2,3,4,7\", \"uniform:K\", "
-                     "\"auto\" or \"dynamic\"",
-                     c->chunks);
-            return -1;
-        }
-        sizes[k++] = (int)v;
-        p = *end ? end + 1 : end;
-    }
-    char inner[256];
-    if (chunking_from_sizes(sizes, k, r->trainable, &r->chunks, inner, sizeof inner)) {
-        snprintf(err, errlen, "config.chunks: %s", inner);
-        return -1;
-    }
-    return 0;
+    return -1;
 }
 
 static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)

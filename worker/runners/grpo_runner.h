@@ -21,36 +21,8 @@
 #include <signal.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "experiment.h" /* GrpoRunConfig and its table */
 #include "runners/pretrain.h"
-
-typedef struct {
-    char model[CONFIG_STRING_MAX];
-    char prompts[CONFIG_STRING_MAX];
-    char method[CONFIG_STRING_MAX];
-    char chunks[CONFIG_STRING_MAX];
-    int chunk_count, profile_every, weighted_sampling;
-    double train_fraction;
-    int64_t seed;
-    int iterations, prompts_per_iter, group_size, same_noise;
-    int steps;
-    double shift, eta;
-    char sde[CONFIG_STRING_MAX];
-    double clip_eps, adv_clip, lr;
-    char lr_schedule[CONFIG_STRING_MAX];
-    double min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip;
-    char optimizer_step[CONFIG_STRING_MAX];
-    double kl_coef, ema_decay;
-    int eval_every, eval_prompts, eval_seeds;
-    char eval_mode[CONFIG_STRING_MAX];
-    int hybrid_steps, checkpoint_every, keep_checkpoints;
-    int batch, threads;
-    char backend[CONFIG_STRING_MAX];
-    char precision[CONFIG_STRING_MAX];
-} GrpoRunConfig;
-
-extern const ConfigField grpo_fields[];
-extern const int grpo_field_count;
 
 /* Runs (or with resume continues) the fine-tuning; as pretrain_run: returns 0 when done, 1 when
  * stopped by *stop (with a checkpoint), -1 with a message in err. */

@@ -25,56 +25,6 @@
 #include "tokenizer.h"
 #include "world/shapes.h"
 
-#define F(name, type, lo, hi, def, doc)                                                            \
-    {                                                                                              \
-#name, type, offsetof(PretrainConfig, name), lo, hi, def, NULL, doc                        \
-    }
-static const char *const presets[] = {"tiny", "small", "base", NULL};
-
-const ConfigField pretrain_fields[] = {
-    {"preset", CONFIG_STRING, offsetof(PretrainConfig, preset), 0, 0, "\"small\"", presets,
-     "model size (spec/model.md); the overrides below change single dimensions"},
-    F(dim, CONFIG_INT, 0, 4096, "0", "hidden width; 0 = the preset's"),
-    F(depth, CONFIG_INT, 0, 64, "0", "transformer blocks; 0 = the preset's"),
-    F(heads, CONFIG_INT, 0, 64, "0", "attention heads; 0 = the preset's"),
-    F(mlp_ratio, CONFIG_INT, 0, 16, "0", "MLP width / dim; 0 = the preset's"),
-    {"init", CONFIG_STRING, offsetof(PretrainConfig, init), 0, 0, "\"\"", NULL,
-     "checkpoint to continue from (its vocabulary must be the world's); \"\" = fresh weights"},
-    F(seed, CONFIG_INT64, 0, 9007199254740991.0, "1", "seeds weights, data, t and noise"),
-    F(steps, CONFIG_INT, 1, 100000000, "6000",
-      "optimizer steps; a prototype here drew compact objects after ~1000 steps of batch 64 and "
-      "clean shapes only after several thousand"),
-    F(batch_size, CONFIG_INT, 1, 4096, "64", "images per step"),
-    F(warmup_steps, CONFIG_INT, 0, 1000000, "200", "linear learning-rate warm-up"),
-    F(lr, CONFIG_FLOAT, 0, 1, "1e-3",
-      "peak learning rate; a small DiT trained from scratch at batch 64 tolerates 1e-3 with "
-      "warm-up and clipping"),
-    F(min_lr_ratio, CONFIG_FLOAT, 0, 1, "0.05", "cosine decay ends at lr * min_lr_ratio"),
-    F(beta1, CONFIG_FLOAT, 0, 0.999999, "0.9", "AdamW first-moment decay"),
-    F(beta2, CONFIG_FLOAT, 0, 0.999999, "0.99",
-      "AdamW second-moment decay; 0.99 adapts faster than 0.999 over short runs"),
-    F(eps, CONFIG_FLOAT, 0, 1, "1e-8", "AdamW epsilon"),
-    F(weight_decay, CONFIG_FLOAT, 0, 1, "0.01", "decoupled weight decay"),
-    F(grad_clip, CONFIG_FLOAT, 0, 1e9, "1.0", "global gradient-norm clip; 0 disables"),
-    F(prompt_dropout, CONFIG_FLOAT, 0, 1, "0.1",
-      "probability that a caption is replaced by all-PAD, so the model also learns the "
-      "unconditional velocity that classifier-free guidance needs (spec/model.md)"),
-    F(logit_mean, CONFIG_FLOAT, -10, 10, "0", "t = sigmoid(n), n ~ N(logit_mean, logit_std^2)"),
-    F(logit_std, CONFIG_FLOAT, 0.01, 10, "1", "logit-normal spread of t (algorithm.md, 1)"),
-    F(ema_decay, CONFIG_FLOAT, 0, 0.999999, "0.995",
-      "EMA of the weights, saved beside the raw ones; 0 disables"),
-    F(log_every, CONFIG_INT, 1, 1000000, "10", "steps between metric lines"),
-    F(checkpoint_every, CONFIG_INT, 1, 100000000, "500", "steps between checkpoints"),
-    F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept (oldest pruned)"),
-    F(sample_every, CONFIG_INT, 0, 100000000, "500", "steps between sample grids; 0 = none"),
-    F(sample_prompts, CONFIG_INT, 1, 64, "16", "held-out prompts in each sample grid"),
-    F(sample_steps, CONFIG_INT, 1, 1000, "17", "ODE steps for the sample grids"),
-    F(sample_shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift for the sample grids"),
-    RUNTIME_CONFIG_FIELDS(PretrainConfig),
-};
-const int pretrain_field_count = sizeof pretrain_fields / sizeof pretrain_fields[0];
-#undef F
-
 /* Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at the last step. */
 static double lr_at(const PretrainConfig *c, int step)
 {

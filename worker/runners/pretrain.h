@@ -22,26 +22,7 @@
 #include <signal.h>
 #include <stdint.h>
 
-#include "config.h"
-
-typedef struct {
-    char preset[CONFIG_STRING_MAX];
-    int dim, depth, heads, mlp_ratio; /* 0 = the preset's */
-    char init[CONFIG_STRING_MAX];     /* checkpoint to start from; "" = fresh initialisation */
-    int64_t seed;
-    int steps, batch_size, warmup_steps;
-    double lr, min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip;
-    double prompt_dropout, logit_mean, logit_std, ema_decay;
-    int log_every, checkpoint_every, keep_checkpoints;
-    int sample_every, sample_prompts, sample_steps;
-    double sample_shift;
-    int threads;
-    char backend[CONFIG_STRING_MAX];
-    char precision[CONFIG_STRING_MAX];
-} PretrainConfig;
-
-extern const ConfigField pretrain_fields[];
-extern const int pretrain_field_count;
+#include "experiment.h" /* PretrainConfig and its table */
 
 /* How a run reports progress as it goes (the command line draws a bar; the server uplink will
  * stream it). Called after every step with the step's headline value (pretrain: the loss; grpo:

@@ -19,34 +19,6 @@
 #include "tokenizer.h"
 #include "world/shapes.h"
 
-#define F(name, type, lo, hi, def, doc)                                                            \
-    {                                                                                              \
-#name, type, offsetof(ProfileConfig, name), lo, hi, def, NULL, doc                         \
-    }
-static const char *const prompt_sets[] = {"train", "heldout", NULL};
-static const char *const sde_kinds[] = {"flow", "dance", NULL};
-
-const ConfigField profile_fields[] = {
-    {"model", CONFIG_STRING, offsetof(ProfileConfig, model), 0, 0,
-     "\"models/shapes-small.safetensors\"", NULL, "the checkpoint to profile"},
-    {"prompts", CONFIG_STRING, offsetof(ProfileConfig, prompts), 0, 0, "\"train\"", prompt_sets,
-     "prompt set (docs/prompts.md)"},
-    F(num_prompts, CONFIG_INT, 1, 100000, "64", "prompts profiled (the first N of the set)"),
-    F(seeds, CONFIG_INT, 1, 64, "2", "SDE rollouts per prompt"),
-    F(steps, CONFIG_INT, 2, SAMPLER_MAX_STEPS, "17", "sampling steps (paper 17)"),
-    F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
-    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
-    {"sde", CONFIG_STRING, offsetof(ProfileConfig, sde), 0, 0, "\"flow\"", sde_kinds,
-     "SDE kind of the rollouts"},
-    F(chunk_count, CONFIG_INT, 1, SAMPLER_MAX_STEPS, "4", "K of the proposed chunking (paper 4)"),
-    F(max_chunks, CONFIG_INT, 1, SAMPLER_MAX_STEPS, "6", "also propose every K up to this"),
-    F(seed, CONFIG_INT64, 0, 9007199254740991.0, "0", "rollout noise"),
-    F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
-    RUNTIME_CONFIG_FIELDS(ProfileConfig),
-};
-const int profile_field_count = sizeof profile_fields / sizeof profile_fields[0];
-#undef F
-
 static json_t *float_array(const float *v, int n)
 {
     json_t *a = json_array();
@@ -65,11 +37,6 @@ int profile_run(const ProfileConfig *c, const char *out, char *err, size_t errle
 {
     engine_set_threads(c->threads ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
     int trainable = c->steps - 1;
-    if (c->chunk_count > trainable || c->max_chunks > trainable) {
-        snprintf(err, errlen, "config.%s: at most steps - 1 = %d chunks",
-                 c->chunk_count > trainable ? "chunk_count" : "max_chunks", trainable);
-        return -1;
-    }
     if (make_dirs(out, err, errlen)) return -1;
     Model m;
     Vocab vocab;

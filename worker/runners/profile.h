@@ -12,23 +12,10 @@
 
 #include <stdint.h>
 
-#include "config.h"
+#include "experiment.h" /* ProfileConfig and its table */
 
-typedef struct {
-    char model[CONFIG_STRING_MAX];
-    char prompts[CONFIG_STRING_MAX];
-    char sde[CONFIG_STRING_MAX];
-    int num_prompts, seeds, steps, chunk_count, max_chunks, batch, threads;
-    char backend[CONFIG_STRING_MAX];
-    char precision[CONFIG_STRING_MAX];
-    double shift, eta;
-    int64_t seed;
-} ProfileConfig;
-
-extern const ConfigField profile_fields[];
-extern const int profile_field_count;
-
-/* Profiles cfg->model into out_dir. Returns 0, or -1 with a message in err. */
+/* Profiles cfg->model into out_dir; cfg has passed experiment_config_parse (its chunk counts fit
+ * the steps). Returns 0, or -1 with a message in err. */
 int profile_run(const ProfileConfig *cfg, const char *out_dir, char *err, size_t errlen);
 
 #endif
