@@ -5,9 +5,11 @@
 #   make bench-engine engine vs PyTorch (CPU) and OpenBLAS sgemm, small preset, batch 32
 #   make bench-sample SDE sampling throughput vs PyTorch, small preset, batch 32
 #   make bench-grpo   seconds per GRPO iteration by phase vs a PyTorch iteration, same shapes
+#   make bench-server the control server under wrk: GETs, event ingestion, 200 SSE clients
 #   make gpu-check    CUDA parity tests and GPU benchmark vs PyTorch (needs a GPU; see tests/gpu)
 #   make ref          regenerate the PyTorch reference fixtures (needs python3-torch)
-#   make fuzz         fuzz the safetensors reader for FUZZ_SECONDS (libFuzzer, clang)
+#   make fuzz         fuzz the safetensors reader, the config validator and the server router
+#                     for FUZZ_SECONDS each (libFuzzer, clang)
 #   make SANITIZE=address,undefined all     sanitizer build (in build-san/)
 # `make test` runs the unit suites twice, plain and under ASan + UBSan, the command-line tests,
 # and a replay of the fuzz corpus.
@@ -50,7 +52,7 @@ TEST_BINS  := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 WORKER_BIN := bin/chunkgrpo-worker
 
-.PHONY: all test sanitized-tests run bench-engine bench-sample bench-grpo gpu-check ref fuzz clean
+.PHONY: all test sanitized-tests run bench-engine bench-sample bench-grpo bench-server gpu-check ref fuzz clean
 all: $(WORKER_BIN) $(TEST_BINS) $(BUILD)/bench/bench_engine $(BUILD)/bench/bench_sample
 
 # The engine's elementwise loops (exp, GELU, softmax) vectorize only when the compiler may ignore
@@ -151,28 +153,73 @@ gpu-check:
 	@echo "gpu-check: nvcc not found (looked on PATH and in /usr/local/cuda/bin): no CUDA backend here" >&2; exit 1
 endif
 
-SAN_FLAGS := address,undefined
-FUZZ_BIN  := build/fuzz/fuzz_safetensors
-FUZZ_SECONDS ?= 60
+# ---- the control server: libmicrohttpd, SQLite, libuv and the common library (no engine)
+SERVER_SRC  := $(wildcard server/*.c)
+SERVER_OBJ  := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+SERVER_BIN  := bin/chunkgrpo-server
+LIBS_SERVER := -lmicrohttpd -lsqlite3 -luv -lpthread
+$(SERVER_OBJ): CFLAGS += -Iserver
+$(BUILD)/libserver.a: $(filter-out $(BUILD)/server/main.o,$(SERVER_OBJ))
+	ar rcs $@ $^
+$(SERVER_BIN): $(BUILD)/server/main.o $(BUILD)/libserver.a $(BUILD)/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_SERVER) $(LIBS_COMMON)
+all: $(SERVER_BIN)
+test: $(SERVER_BIN)
+# the server's unit suites (tests/unit/test_server_*.c) link the server library, not the engine
+SERVER_TESTS := $(filter $(BUILD)/tests/test_server_%,$(TEST_BINS))
+$(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libserver.a $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_SERVER) $(LIBS_COMMON)
+$(BUILD)/tests/unit/test_server_%.o: CFLAGS += -Iserver
 
-test: $(WORKER_BIN) $(TEST_BINS) $(FUZZ_BIN)
+SAN_FLAGS := address,undefined
+# libFuzzer harnesses on our own parsers: tests/fuzz/fuzz_NAME.c, its seed corpus
+# tests/fuzz/corpus/NAME/ and, where there is one, its dictionary tests/fuzz/NAME.dict.
+# safetensors: the checkpoint reader; config: the experiment-config validator and chunk specs;
+# router: the server's route matcher and its JSON limit checks. FUZZ_BIN is the first.
+FUZZ_NAMES   := safetensors config router
+FUZZ_BINS    := $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+FUZZ_BIN     := $(firstword $(FUZZ_BINS))
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+FUZZ_CC      := clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
+FUZZ_FLAGS_router := -max_len=9000 # paths up to the harness's 8 KiB cap
+
+test: $(WORKER_BIN) $(TEST_BINS) $(FUZZ_BINS)
 	@$(MAKE) --no-print-directory SANITIZE=$(SAN_FLAGS) sanitized-tests
-	@BUILD=$(BUILD) SAN_BUILD=build-san FUZZ_BIN=$(FUZZ_BIN) tests/run.sh
+	@BUILD=$(BUILD) SAN_BUILD=build-san FUZZ_BINS="$(FUZZ_BINS)" tests/run.sh
 
 # Only the unit-test binaries, built in build-san/ when SANITIZE is set.
 sanitized-tests: $(TEST_BINS)
 
-# libFuzzer needs clang; without it the target is skipped (and the replay suite says so).
-$(FUZZ_BIN): tests/fuzz/fuzz_safetensors.c common/safetensors.c common/jsonutil.c common/safetensors.h
+# libFuzzer needs clang; without it the harnesses are skipped (and the replay suites say so).
+# Each is one clang command over its sources (listed .c prerequisites), instrumented throughout.
+build/fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c common/safetensors.c common/jsonutil.c common/safetensors.h
+build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c common/experiment.c common/config.c common/jsonutil.c \
+    common/experiment.h common/config.h
+# The route table points at every handler, so the router harness links the server library's
+# sources (all but main.c) and the common files they use; only the matcher and the checks run.
+build/fuzz/fuzz_router: FUZZ_EXTRA = -Iserver $(LIBS_SERVER)
+build/fuzz/fuzz_router: tests/fuzz/fuzz_router.c $(filter-out server/main.c,$(SERVER_SRC)) \
+    common/sha256.c common/experiment.c common/config.c common/jsonutil.c $(wildcard server/*.h)
+$(FUZZ_BINS):
 	@mkdir -p $(dir $@)
 	@if command -v clang >/dev/null; then \
-	  echo "clang -fsanitize=fuzzer,address,undefined -o $@"; \
-	  clang -g -O1 -fsanitize=fuzzer,address,undefined -Icommon $(filter %.c,$^) -ljansson -o $@; \
+	  echo "$(FUZZ_CC) -o $@"; \
+	  $(FUZZ_CC) -Icommon $(filter %.c,$^) $(FUZZ_EXTRA) -ljansson -o $@; \
 	else echo "clang not found: $@ not built"; fi
 
-fuzz: $(FUZZ_BIN)
-	@mkdir -p build/fuzz/corpus
-	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus tests/fuzz/corpus/safetensors
+# make fuzz: each harness of FUZZ_TARGETS (default all) for FUZZ_SECONDS; new inputs go to
+# build/fuzz/corpus/NAME/, a crashing one to build/fuzz/NAME-crash-*. Fails if any crashed.
+fuzz: $(FUZZ_BINS)
+	@command -v clang >/dev/null || { echo "fuzz: clang not found: no libFuzzer harness built" >&2; exit 1; }
+	@fail=; $(foreach n,$(FUZZ_TARGETS),mkdir -p build/fuzz/corpus/$(n); \
+	  echo "== fuzz $(n) for $(FUZZ_SECONDS) s"; \
+	  build/fuzz/fuzz_$(n) -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/$(n)- \
+	    $(if $(wildcard tests/fuzz/$(n).dict),-dict=tests/fuzz/$(n).dict) $(FUZZ_FLAGS_$(n)) \
+	    build/fuzz/corpus/$(n) tests/fuzz/corpus/$(n) || fail="$$fail $(n)";) \
+	[ -z "$$fail" ] || { echo "fuzz: crashed:$$fail (inputs in build/fuzz/)" >&2; exit 1; }
 
 run:
 	@echo "make run: the control server does not exist yet (issue 6); nothing to run."
@@ -187,6 +234,9 @@ $(BUILD)/bench/bench_sample: $(BUILD)/tests/bench/bench_sample.o $(BUILD)/libeng
 
 bench-sample: $(BUILD)/bench/bench_sample
 	@tests/bench/bench_sample.sh $(BUILD)/bench/bench_sample $(PYTHON_TORCH)
+
+bench-server: $(SERVER_BIN)
+	@tests/bench/bench_server.sh $(SERVER_BIN)
 
 bench-grpo: $(WORKER_BIN)
 	@tests/bench/bench_grpo.sh $(WORKER_BIN) $(PYTHON_TORCH)

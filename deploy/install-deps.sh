@@ -13,7 +13,9 @@ packages=(
   libmicrohttpd-dev libuv1-dev libsqlite3-dev libcurl4-openssl-dev   # server and uplink
   curl jq
   procps                              # pkill: the resume tests kill the worker itself
-  python3                             # stdlib only: the command-line tests compare safetensors files
+  python3                             # the command-line tests compare safetensors files
+  python3-jsonschema                  # server tests: real answers against schema/openapi.json
+  wrk                                 # make bench-server
   clang libclang-rt-14-dev            # libFuzzer: `make test` replays the fuzz corpus
 )
 if [ "${CHUNKGRPO_WITH_TORCH:-0}" = 1 ]; then

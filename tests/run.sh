@@ -50,14 +50,32 @@ if [ -n "${SAN_BUILD:-}" ]; then
     done
     unset ASAN_OPTIONS UBSAN_OPTIONS
 fi
+# Replays one libFuzzer harness (build/fuzz/fuzz_NAME) over its committed corpus
+# tests/fuzz/corpus/NAME/, one input at a time: each input is a test; a crash or a violated
+# invariant fails it (its output is shown). Skipped when the harness was not built (no clang).
 fuzz_replay() {
-    local bin=$1 corpus=tests/fuzz/corpus/safetensors n
-    n=$(ls "$corpus" | wc -l)
-    if [ ! -x "$bin" ]; then echo "SKIP fuzz corpus replay (no clang)"; echo "fuzz-replay: 0 passed, 0 failed, 1 skipped"; return 0; fi
-    if "$bin" -runs=0 "$corpus"; then echo "fuzz-replay: 1 passed, 0 failed, 0 skipped ($n inputs)" | sed 's/ (.*//'
-    else echo "fuzz-replay: 0 passed, 1 failed, 0 skipped"; return 1; fi
+    local bin=$1 name corpus f pass=0 fail=0 out
+    name=$(basename "$bin"); name=${name#fuzz_}
+    corpus=tests/fuzz/corpus/$name
+    if [ ! -x "$bin" ]; then
+        echo "SKIP fuzz-replay $name (no clang: $bin not built)"
+        echo "fuzz-replay-$name: 0 passed, 0 failed, 1 skipped"; return 0
+    fi
+    out=$(mktemp)
+    for f in "$corpus"/*; do
+        [ -f "$f" ] || continue
+        if "$bin" -runs=0 "$f" >"$out" 2>&1; then pass=$((pass + 1))
+        else fail=$((fail + 1)); echo "  $name: $f failed:"; tail -n 30 "$out"; fi
+    done
+    rm -f "$out"
+    [ $((pass + fail)) -gt 0 ] || { echo "  $name: no inputs in $corpus"; fail=1; }
+    echo "fuzz-replay-$name: $pass passed, $fail failed, 0 skipped"
+    [ "$fail" -eq 0 ]
 }
-[ -n "${FUZZ_BIN:-}" ] && run_suite fuzz-replay fuzz_replay "$FUZZ_BIN"
+# FUZZ_BINS: the harnesses (space separated); FUZZ_BIN alone still works.
+for b in ${FUZZ_BINS:-${FUZZ_BIN:-}}; do
+    n=$(basename "$b"); run_suite "fuzz-replay ${n#fuzz_}" fuzz_replay "$b"
+done
 for t in tests/cli/*.sh; do
     [ -f "$t" ] || continue
     run_suite "$(basename "$t")" bash "$t"
