@@ -13,7 +13,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/bench-server.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 4096
 
-"$SERVER" --listen 127.0.0.1:0 --data "$TMP/data" --log-level warn --max-connections 4096 >"$TMP/out" 2>"$TMP/log" &
+"$SERVER" --listen 127.0.0.1:0 --data "$TMP/data" --log-level warn --max-connections 4096 --lease-seconds 86400 >"$TMP/out" 2>"$TMP/log" &
 for _ in $(seq 100); do grep -q listening "$TMP/out" && break; sleep 0.1; done
 BASE=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$TMP/out")
 ADMIN=$(cat "$TMP/data/admin.token")
@@ -33,6 +33,7 @@ print(json.dumps({"worker_id": sys.argv[1], "events": [
 PY
 curl -s -o /dev/null -H "Authorization: Bearer $WTOK" -H 'Content-Type: application/json' --data-binary @"$TMP/fill.json" "$BASE/api/v1/experiments/$ID/events"
 
+H=(-H "Authorization: Bearer $READ")
 # wrk_run NAME URL [ARGS]: one wrk round; prints "requests_per_s p50_ms p99_ms non2xx"
 wrk_run() {
     local url=$1; shift
@@ -55,7 +56,6 @@ measure() { # measure NAME URL [ARGS]: ROUNDS rounds; median of each column
     printf '%s %s %s %s %s\n' "$name" "$(cut -d' ' -f1 "$TMP/rounds" | median)" "$(cut -d' ' -f2 "$TMP/rounds" | median)" \
         "$(cut -d' ' -f3 "$TMP/rounds" | median)" "$(cut -d' ' -f4 "$TMP/rounds" | sort -n | tail -1)"
 }
-H=(-H "Authorization: Bearer $READ")
 {
 measure "GET-experiment" "$BASE/api/v1/experiments/$ID" "${H[@]}"
 measure "GET-metrics(500pts)" "$BASE/api/v1/experiments/$ID/metrics?keys=m01&max_points=500" "${H[@]}"
@@ -71,8 +71,9 @@ ingest_bad=$(cut -d' ' -f4 "$TMP/rounds" | sort -n | tail -1)
 ingest_p99=$(cut -d' ' -f3 "$TMP/rounds" | median)
 
 # SSE: 200 clients at once; each must see one new event; the GET rate with them connected
+last=$(curl -s "${H[@]}" "$BASE/api/v1/experiments/$ID/logs" | j "['last_event_id']") # streams start after the history
 for i in $(seq "$SSE_CLIENTS"); do
-    curl -s -N -H "Authorization: Bearer $READ" "$BASE/api/v1/experiments/$ID/events?last_event_id=999999999" >"$TMP/sse.$i" &
+    curl -s -N -H "Authorization: Bearer $READ" "$BASE/api/v1/experiments/$ID/events?last_event_id=$last" >"$TMP/sse.$i" &
 done
 sleep 2
 open_streams=$(curl -s "${H[@]}" "$BASE/metrics" | sed -n 's/^chunkgrpo_sse_clients //p')
