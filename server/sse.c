@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "handlers.h"
 
 #define KEEPALIVE_MS 15000
+#define PEER_CHECK_MS 1000 /* how soon a stream whose client left frees its connection */
 #define EVENTS_PER_READ 256
 
 void hub_init(Hub *h)
@@ -68,6 +70,7 @@ int hub_wait(Hub *h, uint64_t *seen, int timeout_ms)
 
 typedef struct {
     Server *srv;
+    int fd;                /* the client's socket, to notice when it leaves */
     int64_t experiment_id; /* 0: every experiment */
     int64_t last_id;
     char *buf;
@@ -125,6 +128,12 @@ static int fill(Stream *st)
     return count;
 }
 
+static int peer_left(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
 {
     Stream *st = cls;
@@ -140,8 +149,13 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
         int n = fill(st);
         if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
         if (n > 0) break;
+        /* wait for news in slices: a client that left would otherwise hold its connection (and
+         * its place under --max-connections) until the next keep-alive write fails */
         uint64_t before = seen;
-        if (hub_wait(hub, &seen, KEEPALIVE_MS)) return MHD_CONTENT_READER_END_OF_STREAM;
+        for (int waited = 0; seen == before && waited < KEEPALIVE_MS; waited += PEER_CHECK_MS) {
+            if (hub_wait(hub, &seen, PEER_CHECK_MS)) return MHD_CONTENT_READER_END_OF_STREAM;
+            if (peer_left(st->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
         if (seen != before) continue; /* something happened: look again */
         /* nothing new within the interval: a comment keeps proxies and clients from timing out */
         if (append(st, ": keep-alive\n\n", 14)) return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -178,6 +192,9 @@ static int start_stream(Server *srv, Request *rq, int64_t experiment_id)
     Stream *st = calloc(1, sizeof *st);
     if (!st) return reply_error(rq, 500, "internal", NULL, "out of memory");
     st->srv = srv;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    st->fd = ci ? ci->connect_fd : -1;
     st->experiment_id = experiment_id;
     st->last_id = last_id;
     if (append(st, "retry: 3000\n\n", 13)) {

@@ -288,6 +288,17 @@ api POST "/api/v1/workers/$WA/lease?wait=1"
 check "  and answers 204 when none comes" [ "$status" = 204 ] && [ $(( ($(date +%s%N) - t0) / 1000000 )) -ge 900 ]
 stop_server
 
+# ---- the connection limit
+start_server "$TMP/conn" --max-connections 4 || fail "connection-limit server" "see above"
+streams=()
+for _ in 1 2 3 4; do curl -s -N -H "Authorization: Bearer $ADMIN" "$BASE/api/v1/events" >/dev/null & streams+=($!); done
+sleep 0.5
+refused() { ! curl -s -m 3 -o /dev/null "$BASE/api/v1/health"; }
+check "past --max-connections a new connection is refused" refused
+kill "${streams[@]}" 2>/dev/null; wait "${streams[@]}" 2>/dev/null
+check "  and served again once connections close" wait_for 5 curl -sf -o /dev/null "$BASE/api/v1/health"
+stop_server
+
 # ---- every JSON answer above against the OpenAPI document
 if $PYTHON -c 'import jsonschema' 2>/dev/null; then
     if $PYTHON tests/server/openapi_check.py "$RECORDS" >"$TMP/openapi.out" 2>&1; then
