@@ -171,7 +171,9 @@ const ConfigField grpo_fields[] = {
       "comes from the SDE noise alone"),
     F(steps, CONFIG_INT, 2, EXPERIMENT_MAX_STEPS, "17", "sampling steps (paper 17)"),
     F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
-    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
+    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7",
+      "SDE noise strength of the rollouts (paper 0.7); on our model 1.2 gained more within 180 "
+      "iterations (more varied groups; README, the demo)"),
     {"sde", CONFIG_STRING, offsetof(GrpoRunConfig, sde), 0, 0, "\"flow\"", sde_kinds,
      "flow (Flow-GRPO) or dance (DanceGRPO) SDE"},
     F(clip_eps, CONFIG_FLOAT, 0, 1, "1e-3",
