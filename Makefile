@@ -35,6 +35,8 @@ BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas
 CFLAGS      += $(BLAS_CFLAGS) -Iworker/engine -Icommon -Iworker
 LIBS_ENGINE := $(BLAS_LIBS) -lm
 LIBS_COMMON := -ljansson -lpng -lm -ldl
+# the worker's uplink to the control server (worker/uplink.c); the engine never links it
+LIBS_WORKER := -lcurl
 
 PYTHON_TORCH ?= /usr/bin/python3
 
@@ -73,11 +75,11 @@ $(BUILD)/libworker.a: $(WORKER_OBJ)
 # Link order: worker code, then common (JSON, files), then the engine core.
 $(WORKER_BIN): $(BUILD)/worker/main.o $(BUILD)/libworker.a $(BUILD)/libcommon.a $(BUILD)/libengine.a
 	@mkdir -p bin
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_WORKER) $(LIBS_COMMON) $(LIBS_ENGINE)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libworker.a $(BUILD)/libcommon.a $(BUILD)/libengine.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_WORKER) $(LIBS_COMMON) $(LIBS_ENGINE)
 
 # The cgraw reader lives with the GPU check (it links nothing but libc); its suite tests it here.
 $(BUILD)/tests/test_cgraw: $(BUILD)/tests/gpu/cgraw.o
@@ -221,9 +223,11 @@ fuzz: $(FUZZ_BINS)
 	    build/fuzz/corpus/$(n) tests/fuzz/corpus/$(n) || fail="$$fail $(n)";) \
 	[ -z "$$fail" ] || { echo "fuzz: crashed:$$fail (inputs in build/fuzz/)" >&2; exit 1; }
 
+# the whole product: server + one local worker on the demo experiment (deploy/run.sh)
 run:
-	@echo "make run: the control server does not exist yet (issue 6); nothing to run."
-	@echo "Try: make test, or bin/chunkgrpo-worker --help"
+	@bash deploy/install-deps.sh
+	@$(MAKE) --no-print-directory $(SERVER_BIN) $(WORKER_BIN)
+	@deploy/run.sh
 
 bench-engine: $(BUILD)/bench/bench_engine
 	@tests/bench/bench_engine.sh $(BUILD)/bench/bench_engine $(PYTHON_TORCH)

@@ -74,12 +74,17 @@ int h_lease(Server *srv, Request *rq)
     long long wait_s;
     if (rq_query_int(rq, "wait", 20, 0, 60, &wait_s)) return REPLIED;
     int64_t deadline = now_ms() + wait_s * 1000;
+    int fd = rq_fd(rq);
     for (;;) {
         /* the generation is read before looking, so work queued in between is not missed */
         uint64_t seen;
         pthread_mutex_lock(&srv->hub.mu);
         seen = srv->hub.generation;
+        int draining = srv->hub.draining;
         pthread_mutex_unlock(&srv->hub.mu);
+        if (draining) return reply_empty(rq, 204);
+        /* a worker that went away (killed mid-poll) must not be handed an experiment */
+        if (peer_left(fd)) return reply_drop(rq);
         json_t *lease = NULL;
         char err[512];
         StoreRc rc = store_lease(srv->store, wid, (int64_t)srv->limits.lease_seconds * 1000, &lease,
@@ -92,7 +97,8 @@ int h_lease(Server *srv, Request *rq)
         }
         if (rc != STORE_EMPTY) return reply_store_error(rq, rc, err);
         int64_t left = deadline - now_ms();
-        if (left <= 0 || hub_wait(&srv->hub, &seen, (int)left)) return reply_empty(rq, 204);
+        if (left <= 0) return reply_empty(rq, 204);
+        if (hub_wait(&srv->hub, &seen, left < 1000 ? (int)left : 1000)) return reply_empty(rq, 204);
     }
 }
 

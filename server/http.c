@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,13 @@ int reply_error(Request *rq, unsigned status, const char *code, const char *fiel
 int reply_empty(Request *rq, unsigned status)
 {
     return queue(rq, status, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
+}
+
+int reply_drop(Request *rq)
+{
+    rq->status = 499;
+    rq->answered = 1;
+    return MHD_NO;
 }
 
 int reply_text(Request *rq, unsigned status, const char *content_type, const char *text)
@@ -270,6 +278,19 @@ int rq_query_int(Request *rq, const char *name, long long def, long long lo, lon
     }
     *out = x;
     return 0;
+}
+
+int peer_left(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+int rq_fd(Request *rq)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
 }
 
 int64_t rq_id(Request *rq, int index)

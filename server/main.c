@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "handlers.h"
+#include "local_workers.h"
 
 static void usage(FILE *f)
 {
@@ -35,9 +36,10 @@ static void usage(FILE *f)
         "  --max-depth N           JSON nesting (default 32)\n"
         "  --max-string BYTES      any JSON string (default 65536)\n"
         "  --max-connections N     open connections (default 1024)\n"
-        "  --local-workers N       workers the server starts itself (default 0)\n"
+        "  --local-workers N       workers the server starts and supervises (default 0)\n"
         "  --worker-backend B      their backend: cpu or cuda (default cpu)\n"
-        "  --gpus LIST             their GPUs, one worker each: 0,1,...\n"
+        "  --worker-threads N      threads of each (default: the worker's own choice)\n"
+        "  --gpus LIST             their GPUs, worker i on the i-th: 0,1,...\n"
         "  --log-level L           error, warn, info or debug (default info)\n"
         "  --help                  this text\n");
 }
@@ -88,11 +90,29 @@ static int write_admin_token(Server *srv, const char *data_dir)
     return 0;
 }
 
+static LocalWorkers local_workers;
+static int have_local_workers, stop_requested;
+
+static void stop_loop(void *loop)
+{
+    uv_stop(loop);
+}
+
+/* The local workers stop first: they need the server to hand their experiments back. */
 static void on_signal(uv_signal_t *h, int signum)
 {
     Server *srv = h->data;
+    if (stop_requested++) {
+        server_log(srv, 1, "signal %d again: stopping now", signum);
+        uv_stop(h->loop);
+        return;
+    }
     server_log(srv, 2, "signal %d: stopping", signum);
-    uv_stop(h->loop);
+    hub_drain(&srv->hub); /* idle workers' long polls end now, and nobody gets new work */
+    if (have_local_workers)
+        local_workers_stop(&local_workers, stop_loop, h->loop);
+    else
+        uv_stop(h->loop);
 }
 
 static void on_lease_clock(uv_timer_t *t)
@@ -129,6 +149,7 @@ int main(int argc, char **argv)
                                          {"worker-backend", required_argument, 0, 'b'},
                                          {"gpus", required_argument, 0, 'g'},
                                          {"log-level", required_argument, 0, 'v'},
+                                         {"worker-threads", required_argument, 0, 'T'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     static Server srv = {.limits = {.max_body = 1 << 20,
@@ -140,8 +161,8 @@ int main(int argc, char **argv)
                                     .max_attempts = 3},
                          .log_level = 2};
     const char *listen = "127.0.0.1:8080", *data_dir = "./var", *web = NULL, *schema = NULL;
-    const char *new_token = NULL, *worker_backend = "cpu";
-    int local_workers = 0;
+    const char *new_token = NULL;
+    LocalWorkerSpec workers = {.backend = "cpu", .gpus = "", .data_dir = NULL};
     for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         switch (c) {
         case 'l': listen = optarg; break;
@@ -168,9 +189,10 @@ int main(int argc, char **argv)
         case 'C':
             srv.limits.max_connections = (int)number_flag("--max-connections", optarg, 4, 100000);
             break;
-        case 'n': local_workers = (int)number_flag("--local-workers", optarg, 0, 1024); break;
-        case 'b': worker_backend = optarg; break;
-        case 'g': break; /* used with --local-workers */
+        case 'n': workers.count = (int)number_flag("--local-workers", optarg, 0, 1024); break;
+        case 'b': workers.backend = optarg; break;
+        case 'g': workers.gpus = optarg; break;
+        case 'T': workers.threads = (int)number_flag("--worker-threads", optarg, 1, 1024); break;
         case 'v': {
             static const char *const levels[] = {"error", "warn", "info", "debug"};
             int i = 0;
@@ -191,16 +213,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "chunkgrpo-server: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
     }
-    if (strcmp(worker_backend, "cpu") != 0 && strcmp(worker_backend, "cuda") != 0) {
+    if (strcmp(workers.backend, "cpu") != 0 && strcmp(workers.backend, "cuda") != 0) {
         fprintf(stderr, "chunkgrpo-server: --worker-backend: expected cpu or cuda\n");
         return 2;
     }
-    if (local_workers > 0) {
-        fprintf(stderr,
-                "chunkgrpo-server: --local-workers: supervising local workers is not "
-                "built yet (the workers issue); start chunkgrpo-worker processes yourself\n");
+    if (workers.gpus[0] && strspn(workers.gpus, "0123456789,") != strlen(workers.gpus)) {
+        fprintf(stderr, "chunkgrpo-server: --gpus: expected GPU numbers separated by commas\n");
         return 2;
     }
+    workers.data_dir = data_dir;
     char host[256];
     const char *colon = strrchr(listen, ':');
     if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host) {
@@ -300,6 +321,16 @@ int main(int argc, char **argv)
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &lease_clock);
     uv_timer_start(&lease_clock, on_lease_clock, 1000, 1000);
+    if (workers.count > 0) {
+        if (local_workers_start(&local_workers, &srv, loop, &workers, bound, err, sizeof err)) {
+            fprintf(stderr, "chunkgrpo-server: %s\n", err);
+            hub_stop(&srv.hub);
+            http_stop(&srv);
+            store_close(srv.store);
+            return 1;
+        }
+        have_local_workers = 1;
+    }
     uv_run(loop, UV_RUN_DEFAULT);
 
     /* graceful stop: streams and long polls end, connections finish, the database closes */

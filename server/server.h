@@ -40,6 +40,7 @@ typedef struct {
     pthread_cond_t cond;
     uint64_t generation; /* bumped on every notify */
     int stopping;
+    int draining; /* shutting down: no new leases (pending long polls answer 204) */
     int sse_clients;
 } Hub;
 
@@ -110,6 +111,8 @@ int reply_created(Request *rq, json_t *body, const char *location);
 int reply_error(Request *rq, unsigned status, const char *code, const char *field, const char *fmt,
                 ...) __attribute__((format(printf, 5, 6)));
 int reply_empty(Request *rq, unsigned status);
+/* The client has gone: no reply, the connection is closed (counted as status 499). */
+int reply_drop(Request *rq);
 int reply_text(Request *rq, unsigned status, const char *content_type, const char *text);
 /* A file with its content type, ETag and byte ranges (Range header). */
 int reply_file(Request *rq, const char *path, const char *content_type, const char *etag);
@@ -123,6 +126,10 @@ const char *rq_header(Request *rq, const char *name);
 const char *rq_query(Request *rq, const char *name);
 /* Parses the JSON body within the limits: NULL after replying 400 with what was wrong. */
 json_t *rq_json(Server *srv, Request *rq);
+/* 1 when the client of fd has closed its end (a zero-timeout poll). */
+int peer_left(int fd);
+/* The request's socket, or -1. */
+int rq_fd(Request *rq);
 /* A path parameter as a positive id: 0 after replying 404. */
 int64_t rq_id(Request *rq, int index);
 /* A query integer in [lo, hi] (def when absent): -1 after replying 400 naming the parameter. */
@@ -138,6 +145,7 @@ int json_check_strings(const json_t *v, size_t max_len, char *err, size_t errlen
 void hub_init(Hub *h);
 void hub_notify(void *hub); /* store_set_notify's callback */
 void hub_stop(Hub *h);
+void hub_drain(Hub *h); /* no new leases from now on */
 /* Waits until the generation passes *seen or timeout_ms; returns 1 when stopping. */
 int hub_wait(Hub *h, uint64_t *seen, int timeout_ms);
 

@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <microhttpd.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@ void hub_init(Hub *h)
     pthread_mutex_init(&h->mu, NULL);
     h->generation = 0;
     h->stopping = 0;
+    h->draining = 0;
     h->sse_clients = 0;
 }
 
@@ -37,6 +37,14 @@ void hub_notify(void *hub)
     Hub *h = hub;
     pthread_mutex_lock(&h->mu);
     h->generation++;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void hub_drain(Hub *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->draining = 1;
     pthread_cond_broadcast(&h->cond);
     pthread_mutex_unlock(&h->mu);
 }
@@ -128,12 +136,6 @@ static int fill(Stream *st)
     return count;
 }
 
-static int peer_left(int fd)
-{
-    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-    return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
-
 static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
 {
     Stream *st = cls;
@@ -192,9 +194,7 @@ static int start_stream(Server *srv, Request *rq, int64_t experiment_id)
     Stream *st = calloc(1, sizeof *st);
     if (!st) return reply_error(rq, 500, "internal", NULL, "out of memory");
     st->srv = srv;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    st->fd = ci ? ci->connect_fd : -1;
+    st->fd = rq_fd(rq);
     st->experiment_id = experiment_id;
     st->last_id = last_id;
     if (append(st, "retry: 3000\n\n", 13)) {

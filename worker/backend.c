@@ -110,6 +110,25 @@ int backend_available(BackendKind kind, char *err, size_t errlen)
     return cuda.probe(NULL, 0, err, errlen);
 }
 
+int backend_device_name(BackendKind kind, char *name, size_t namelen, char *err, size_t errlen)
+{
+    if (backend_available(kind, err, errlen)) return -1;
+    if (kind == BACKEND_CUDA) return cuda.probe(name, namelen, err, errlen);
+    snprintf(name, namelen, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
+        colon += 1 + strspn(colon + 1, " \t");
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(name, namelen, "%s", colon);
+        break;
+    }
+    if (f) fclose(f);
+    return 0;
+}
+
 /* ---- the policy ---------------------------------------------------------------------------- */
 
 struct Policy {

@@ -40,6 +40,11 @@ int backend_from_name(const char *name, BackendKind *out);
  * driver, no device) in err. Loads the CUDA library on first use. */
 int backend_available(BackendKind kind, char *err, size_t errlen);
 
+/* The device kind runs on, as a worker names it when it registers: the CPU's model (from
+ * /proc/cpuinfo; "unknown CPU" where it names none) or the GPU's name and compute capability.
+ * Returns 0, or -1 with the reason when kind cannot run here (as backend_available). */
+int backend_device_name(BackendKind kind, char *name, size_t namelen, char *err, size_t errlen);
+
 typedef struct Policy Policy;
 
 /* A policy over model m (borrowed; it must outlive the policy) for model calls of up to batch

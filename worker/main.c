@@ -23,6 +23,16 @@ static const struct {
      "      with a progress bar. Ctrl-C stops it with a checkpoint; --resume continues it.\n"
      "      --backend overrides the config's \"backend\" (cuda needs a GPU and\n"
      "      libchunkgrpo_cuda.so beside this binary, or $CHUNKGRPO_CUDA_LIB)."},
+    {"serve", cmd_serve,
+     "--server URL [--token-file F] [--name NAME] [--backend cpu|cuda] [--threads N]\n"
+     "      [--work DIR] [--once]\n"
+     "      Works for a control server (chunkgrpo-server): registers, leases experiments and\n"
+     "      runs each as `run` does in DIR/exp-ID (default ./var/worker), sending metrics,\n"
+     "      logs, progress, images and checkpoints; resumes from the newest checkpoint, here\n"
+     "      or on the server. The token comes from --token-file or $CHUNKGRPO_TOKEN (a token\n"
+     "      of role worker). --backend and --threads override each config's; --once exits\n"
+     "      after one experiment. SIGTERM or Ctrl-C: the run stops with a checkpoint and goes\n"
+     "      back to the queue, and the worker exits 0. A refused token exits 3."},
     {"schema", cmd_schema,
      " Prints the JSON Schema (draft 2020-12) of the configs `run` takes, generated\n"
      "      from the tables that validate them (schema/experiment.schema.json is its output)."},
