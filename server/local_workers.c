@@ -201,14 +201,22 @@ int local_workers_start(LocalWorkers *lw, Server *srv, uv_loop_t *loop, const Lo
     return 0;
 }
 
-static void on_grace_over(uv_timer_t *t)
+void local_workers_kill(LocalWorkers *lw)
 {
-    LocalWorkers *lw = t->data;
-    for (int i = 0; i < lw->n; i++)
+    lw->stopping = 1;
+    for (int i = 0; i < lw->n; i++) {
+        uv_timer_stop(&lw->w[i].restart);
         if (lw->w[i].running && !uv_is_closing((uv_handle_t *)&lw->w[i].proc)) {
-            server_log(lw->srv, 1, "local worker %d did not stop in time: SIGKILL", i);
+            server_log(lw->srv, 1, "local worker %d: SIGKILL", i);
             uv_process_kill(&lw->w[i].proc, SIGKILL);
         }
+    }
+}
+
+static void on_grace_over(uv_timer_t *t)
+{
+    server_log(((LocalWorkers *)t->data)->srv, 1, "local workers did not stop in time");
+    local_workers_kill(t->data);
 }
 
 void local_workers_stop(LocalWorkers *lw, void (*on_stopped)(void *ctx), void *ctx)

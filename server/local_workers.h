@@ -47,4 +47,7 @@ int local_workers_start(LocalWorkers *lw, Server *srv, uv_loop_t *loop, const Lo
  * period). */
 void local_workers_stop(LocalWorkers *lw, void (*on_stopped)(void *ctx), void *ctx);
 
+/* SIGKILL to every worker now (a forced stop: their experiments' leases will expire). */
+void local_workers_kill(LocalWorkers *lw);
+
 #endif

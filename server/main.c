@@ -98,12 +98,18 @@ static void stop_loop(void *loop)
     uv_stop(loop);
 }
 
-/* The local workers stop first: they need the server to hand their experiments back. */
+/* The local workers stop first: they need the server to hand their experiments back. Another
+ * SIGTERM while that goes on changes nothing (make run's Ctrl-C reaches the server as SIGINT and
+ * SIGTERM at once); a second SIGINT, a second Ctrl-C, stops now and kills the workers. */
 static void on_signal(uv_signal_t *h, int signum)
 {
     Server *srv = h->data;
+    static int interrupts;
+    interrupts += signum == SIGINT;
     if (stop_requested++) {
-        server_log(srv, 1, "signal %d again: stopping now", signum);
+        if (signum != SIGINT || interrupts < 2) return;
+        server_log(srv, 1, "second interrupt: stopping now");
+        if (have_local_workers) local_workers_kill(&local_workers);
         uv_stop(h->loop);
         return;
     }
