@@ -1,5 +1,6 @@
 # chunkgrpo: the one build entry.
 #   make              build everything that exists (CUDA parts only where nvcc is found)
+#   make web          the dashboard: web/src bundled into web/dist (npm ci at first)
 #   make test         build and run every test; ends with "N passed, N failed, N skipped"
 #   make run          the main demo job
 #   make bench-engine engine vs PyTorch (CPU) and OpenBLAS sgemm, small preset, batch 32
@@ -168,6 +169,24 @@ $(SERVER_BIN): $(BUILD)/server/main.o $(BUILD)/libserver.a $(BUILD)/libcommon.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_SERVER) $(LIBS_COMMON)
 all: $(SERVER_BIN)
 test: $(SERVER_BIN)
+
+# The dashboard (web/): npm ci once, then esbuild bundles web/src into web/dist, which the server
+# serves. `make all` skips it without npm; `make test` needs it (tests/cli/browser.sh).
+WEB_SRC := $(wildcard web/src/*.js web/src/pages/*.js web/src/*.css web/src/*.html) web/build.mjs
+.PHONY: web
+web: web/dist/app.js
+web/node_modules: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+web/dist/app.js: web/node_modules $(WEB_SRC)
+	cd web && node build.mjs
+ifneq ($(shell command -v npm 2>/dev/null),)
+all: web
+else
+all: ; @echo "make: npm not found, the dashboard (web/dist) is not built"
+endif
+test: web
+
 # the server's unit suites (tests/unit/test_server_*.c) link the server library, not the engine
 SERVER_TESTS := $(filter $(BUILD)/tests/test_server_%,$(TEST_BINS))
 $(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libserver.a $(BUILD)/libcommon.a
@@ -226,7 +245,7 @@ fuzz: $(FUZZ_BINS)
 # the whole product: server + one local worker on the demo experiment (deploy/run.sh)
 run:
 	@bash deploy/install-deps.sh
-	@$(MAKE) --no-print-directory $(SERVER_BIN) $(WORKER_BIN)
+	@$(MAKE) --no-print-directory $(SERVER_BIN) $(WORKER_BIN) web
 	@deploy/run.sh
 
 bench-engine: $(BUILD)/bench/bench_engine
@@ -253,7 +272,7 @@ ref:
 	$(PYTHON_TORCH) tests/reference/to_raw.py tests/reference/fixtures/*.safetensors
 
 clean:
-	rm -rf build build-san bin
+	rm -rf build build-san bin web/dist
 
 .SECONDARY: # keep intermediate objects (test mains), so nothing rebuilds or is deleted needlessly
 

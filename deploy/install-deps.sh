@@ -17,7 +17,12 @@ packages=(
   python3-jsonschema                  # server tests: real answers against schema/openapi.json
   wrk                                 # make bench-server
   clang libclang-rt-14-dev            # libFuzzer: `make test` replays the fuzz corpus
+  nodejs                              # the dashboard's build (make web: esbuild, uPlot)
+  chromium                            # tests/cli/browser.sh drives it headless (playwright-core)
 )
+# Debian's npm package, unless npm is already there (NodeSource's nodejs bundles its own and
+# conflicts with Debian's)
+command -v npm >/dev/null || packages+=(npm)
 if [ "${CHUNKGRPO_WITH_TORCH:-0}" = 1 ]; then
   packages+=(python3-torch python3-numpy)
 fi

@@ -1,0 +1,174 @@
+// The dashboard in headless Chromium (playwright-core), against the server and data that
+// tests/cli/browser.sh seeds; environment: BASE, TOKEN, WORKER_TOKEN, WORKER_ID, EXP_A, EXP_B,
+// EXP_BIG, NEXT_SEQ_A, CHROMIUM, SCREENSHOTS. Prints "ok NAME" or "FAIL NAME" (details indented)
+// per check; exits 1 when any failed. Any console error or page error fails the run.
+import { createRequire } from 'node:module';
+
+const require = createRequire(new URL('../../web/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+const env = process.env;
+const { BASE, TOKEN, EXP_A: A, EXP_B: B, EXP_BIG: BIG } = env;
+let seqA = Number(env.NEXT_SEQ_A);
+let failures = 0;
+
+async function check(name, fn) {
+  try {
+    await fn();
+    console.log(`ok ${name}`);
+  } catch (e) {
+    failures++;
+    console.log(`FAIL ${name}\n  ${String(e.message || e).split('\n').slice(0, 4).join('\n  ')}`);
+  }
+}
+function assert(cond, message) { if (!cond) throw new Error(message); }
+
+// Posts one metrics event for experiment A as the worker (the live-update source).
+async function postMetrics(iteration, values) {
+  const r = await fetch(`${BASE}/api/v1/experiments/${A}/events`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${env.WORKER_TOKEN}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ worker_id: env.WORKER_ID, events: [{ seq: seqA++, type: 'metrics', data: { iteration, values } }] }),
+  });
+  assert(r.ok, `events: HTTP ${r.status}`);
+}
+
+const browser = await chromium.launch({ executablePath: env.CHROMIUM, args: ['--no-sandbox'] });
+const shot = (page, name) => page.screenshot({ path: `${env.SCREENSHOTS}/${name}.png`, fullPage: true });
+try {
+  // Without a token, and with a wrong one: the token page (the 401 is expected, so this
+  // context does not watch the console).
+  const anon = await browser.newPage();
+  await check('without a token the dashboard asks for one, saying where to find it', async () => {
+    await anon.goto(`${BASE}/#/experiments`);
+    await anon.waitForSelector('[data-page=token]');
+    assert((await anon.textContent('[data-page=token]')).includes('DATA/admin.token'), 'no hint about DATA/admin.token');
+    await shot(anon, '01-token');
+  });
+  await check('a wrong token: the server answers 401 and the token page says so', async () => {
+    await anon.goto(`${BASE}/#token=cgp_wrong`);
+    await anon.waitForSelector('[data-page=token] .error');
+    assert((await anon.textContent('[data-page=token]')).includes('401'), 'no 401 message');
+  });
+  await anon.close();
+
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const errors = [];
+  let expect400 = false; // the invalid config's answer, which Chromium logs as a failed load
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    if (expect400 && m.text().includes('status of 400')) { expect400 = false; return; }
+    errors.push(`console: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  const rowOf = (id) => `table[data-page=list] tr[data-id="${id}"]`;
+
+  await check('#token= opens the list with the seeded experiments, and leaves the URL', async () => {
+    await page.goto(`${BASE}/#token=${TOKEN}`);
+    await page.waitForSelector(rowOf(A));
+    await page.waitForSelector(rowOf(B));
+    const rowA = await page.textContent(rowOf(A));
+    assert(rowA.includes('alpha-chunk') && rowA.includes('chunk_grpo') && rowA.includes('running'), `row A: ${rowA}`);
+    assert(rowA.includes('40/50') && rowA.includes('ETA'), `no progress with ETA: ${rowA}`);
+    assert(await page.$(`${rowOf(A)} svg.spark polyline`), 'no sparkline');
+    assert(!page.url().includes('token='), `token still in the URL: ${page.url()}`);
+    assert(await page.evaluate(() => localStorage.getItem('chunkgrpo.token')) === TOKEN, 'token not kept');
+    await shot(page, '02-list');
+  });
+  await check('the status filter narrows the list', async () => {
+    await page.selectOption('select[aria-label=status]', 'queued');
+    await page.waitForSelector('table[data-page=list] tr:has-text("queued-eval")');
+    const statuses = await page.$$eval('table[data-page=list] tr[data-id] .status', (s) => s.map((x) => x.textContent));
+    await page.selectOption('select[aria-label=status]', '');
+    await page.waitForSelector(rowOf(A));
+    assert(statuses.length && statuses.every((s) => s === 'queued'), `statuses: ${statuses}`);
+  });
+  await check('the list updates live from the event stream', async () => {
+    await page.waitForSelector('body[data-live]');
+    await postMetrics(41, { reward_mean: 0.987654 });
+    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.includes('0.9877'), `${rowOf(A)} td[data-reward]`, { timeout: 5000 });
+  });
+
+  await check('an invalid config: the server\'s message and the field\'s line are shown', async () => {
+    await page.goto(`${BASE}/#/new`);
+    await page.fill('textarea[aria-label=config]', JSON.stringify({ kind: 'grpo', iterations: 5, lr: 'fast' }, null, 2));
+    expect400 = true;
+    await page.click('button[type=submit]');
+    await page.waitForSelector('[data-error]:not(:empty)');
+    const msg = await page.textContent('[data-error]');
+    assert(msg.includes('config.lr') && msg.includes('line 4'), `message: ${msg}`);
+    assert((await page.textContent('.gutter .bad')).trim() === '4', 'line 4 not marked');
+    await shot(page, '03-new-error');
+  });
+  await check('a valid preset submitted appears in the list', async () => {
+    await page.selectOption('select[aria-label=preset]', 'Step-level GRPO');
+    await page.fill('input[aria-label=name]', 'from-the-form');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('table[data-page=list] tr:has-text("from-the-form")');
+    assert((await page.textContent('table[data-page=list] tr:has-text("from-the-form")')).includes('queued'), 'not queued');
+  });
+
+  await check('the experiment page draws its charts, logs and artifacts', async () => {
+    await page.goto(`${BASE}/#/experiments/${A}`);
+    await page.waitForSelector('[data-charts-drawn]');
+    assert(await page.getAttribute('[data-chart="reward (mean)"]', 'data-points') === '41', 'reward chart points');
+    assert(await page.getAttribute('[data-chart="eval align (held-out ODE)"]', 'data-points') === '4', 'eval chart points');
+    assert((await page.$$('.chart canvas')).length >= 8, 'fewer than 8 charts');
+    await page.waitForFunction(() => document.querySelector('[data-logs]').textContent.includes('seeded by browser.sh'));
+    assert((await page.textContent('main')).includes('groups/iter-0000020.json'), 'artifact list');
+  });
+  await check('the charts grow live from the experiment\'s event stream', async () => {
+    await page.waitForSelector('body[data-live]');
+    await postMetrics(42, { reward_mean: 0.99, loss: 0.01 });
+    await page.waitForFunction(() => document.querySelector('[data-chart="reward (mean)"]').dataset.points === '42', null, { timeout: 5000 });
+  });
+  await check('the gallery shows the eval grid and its slider moves through iterations', async () => {
+    await page.waitForFunction(() => document.querySelector('[data-gallery] img')?.naturalWidth === 64);
+    assert((await page.textContent('[data-gallery]')).includes('iteration 20'), 'not at the last iteration');
+    await page.fill('[data-gallery] input[type=range]', '0');
+    await page.waitForFunction(() => document.querySelector('[data-gallery]').textContent.includes('iteration 10'));
+    await page.waitForFunction(() => document.querySelector('[data-gallery] img')?.naturalWidth === 64);
+  });
+  await check('the group view shows rewards, advantages, chunk ratios and flags equal rewards', async () => {
+    await page.waitForSelector('table.flagged');
+    const t = await page.textContent('table.flagged');
+    assert(t.includes('1.001') && t.includes('-1'), `group table: ${t}`);
+    assert((await page.textContent('main')).includes('all rewards equal'), 'no flag');
+    await shot(page, '04-experiment');
+  });
+
+  await check('compare: overlaid curves, final eval align with the gain, the config diff', async () => {
+    await page.goto(`${BASE}/#/compare?ids=${A},${B}`);
+    await page.waitForSelector('table[data-diff]');
+    assert((await page.$$('[data-page=compare] .chart')).length === 2, 'two charts');
+    const final = await page.textContent('table[data-final]');
+    assert(final.includes('0.5') && final.includes('-0.05'), `final table: ${final}`);
+    assert((await page.textContent('table[data-diff]')).includes('method'), 'the diff lacks method');
+    await shot(page, '05-compare');
+  });
+  await check('workers: the registered worker with its device', async () => {
+    await page.goto(`${BASE}/#/workers`);
+    const t = await page.textContent('table[data-page=workers]');
+    assert(t.includes('browser-w1') && t.includes('test cpu'), `workers: ${t}`);
+  });
+
+  await check('an experiment with 10,000 points per series and 200 images opens', async () => {
+    await page.goto('about:blank');
+    const t0 = Date.now();
+    await page.goto(`${BASE}/#/experiments/${BIG}`);
+    await page.waitForSelector('[data-charts-drawn]', { timeout: 30000 });
+    const ms = Date.now() - t0;
+    const series = await page.$$eval('.chart', (cs) => cs.reduce((n, c) => n + c.querySelectorAll('.u-legend .u-series').length - 1, 0));
+    const points = await page.getAttribute('[data-chart="reward (mean)"]', 'data-points');
+    console.log(`experiment page with 10000 points x ${series} series and 200 images opened in ${ms} ms (charts drawn with ${points} points per series, downsampled by the server)`);
+    assert(points === '2000', `points: ${points}`);
+    await page.waitForFunction(() => document.querySelector('[data-gallery] img')?.naturalWidth === 64);
+    await shot(page, '06-big-experiment');
+  });
+
+  await check('no console error and no page error', async () => {
+    assert(errors.length === 0, errors.join('\n'));
+  });
+} finally {
+  await browser.close();
+}
+process.exit(failures ? 1 : 0);

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# browser.sh: the dashboard (web/dist, built by `make web`) in headless Chromium against a real
+# server: seeds experiments, a worker, metrics and images through the API, then runs
+# tests/browser/dashboard.test.mjs (playwright-core) and reports its checks. Screenshots go to
+# $BUILD/screenshots/. Also times an experiment page with 10,000 points per series and 200 images.
+set -u
+cd "$(dirname "$0")/../.."
+. tests/cli/lib.bash
+. tests/cli/server_lib.bash
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+for need in node "$CHROMIUM" web/dist/index.html web/node_modules/playwright-core; do
+    if ! command -v "$need" >/dev/null && [ ! -e "$need" ]; then
+        skip "the dashboard in a browser" "$need is missing (make web; deploy/install-deps.sh)"
+        summary browser; exit 0
+    fi
+done
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/browser.XXXXXX") || exit 1
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+
+start_server "$TMP/data" --web web/dist || { fail "server starts" "see above"; summary browser; exit 1; }
+api POST /api/v1/tokens '{"name": "browser-worker", "role": "worker"}'
+WTOKEN=$(jget "j['token']")
+TOKEN=$WTOKEN api POST /api/v1/workers/register '{"name": "browser-w1", "backend": "cpu", "device": "test cpu", "memory_mb": 2048, "threads": 4, "version": "t"}'
+WID=$(jget "j['worker_id']")
+
+# create NAME PRIORITY CONFIG: prints the new experiment's id
+create() { api POST /api/v1/experiments "{\"config\": $3, \"name\": \"$1\", \"priority\": $2}"; jget "j['id']"; }
+GRPO='{"kind": "grpo", "model": "models/shapes-small.safetensors", "iterations": 50}'
+A=$(create alpha-chunk 3 "$GRPO")
+B=$(create beta-step 2 "${GRPO%\}}, \"method\": \"grpo\"}")
+BIG=$(create big 1 '{"kind": "grpo", "model": "models/shapes-small.safetensors", "iterations": 10000}')
+create queued-eval 0 '{"kind": "eval", "model": "models/shapes-small.safetensors"}' >/dev/null
+for _ in 1 2 3; do TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/lease?wait=0"; done
+check "three experiments leased to the test worker" [ "$(jget "j['experiment']['id']")" = "$BIG" ]
+
+# metrics EXPERIMENT FIRST_SEQ FIRST_ITER COUNT SHIFT: one events body, every dashboard series
+metrics() {
+    $PYTHON - "$WID" "$@" <<'PY'
+import json, math, sys
+wid, seq, it, n, shift = sys.argv[1], *map(float, sys.argv[3:7])
+events = []
+for k in range(int(n)):
+    i = int(it) + k
+    v = {"reward_mean": 0.4 + shift + 0.3 * (1 - math.exp(-i / 300)) + 0.02 * math.sin(i), "loss": 0.1 * math.cos(i / 7),
+         "clip_fraction": 0.05 + 0.01 * math.sin(i / 5), "approx_kl": 1e-4 * (1 + math.sin(i / 9)), "grad_norm": 1 + 0.2 * math.sin(i / 3),
+         "sec_sampling": 1.2, "sec_reward": 0.2, "sec_optimize": 0.8, "images_per_sec": 100 + math.sin(i)}
+    if i % 10 == 0: v["eval_align"] = 0.5 + shift + 0.2 * (1 - math.exp(-i / 400))
+    events.append({"seq": int(seq) + k, "type": "metrics", "data": {"iteration": i, "values": v}})
+print(json.dumps({"worker_id": wid, "events": events}))
+PY
+}
+post_events() { TOKEN=$WTOKEN api POST "/api/v1/experiments/$1/events" "$(cat)"; }
+metrics "$A" 1 1 40 0 | post_events "$A"
+TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/heartbeat" "{\"experiment_id\": $A, \"progress\": {\"iteration\": 40, \"total\": 50, \"seconds_per_iteration\": 2.5}}"
+metrics "$B" 1 1 40 -0.05 | post_events "$B"
+TOKEN=$WTOKEN api POST "/api/v1/experiments/$A/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": 41, \"type\": \"log\", \"data\": {\"level\": \"info\", \"message\": \"seeded by browser.sh\"}}]}"
+check "metrics and a log line for two experiments" [ "$status" = 200 ]
+ok=1
+for s in 0 2000 4000 6000 8000; do
+    metrics "$BIG" $((s + 1)) $((s + 1)) 2000 0 >"$TMP/batch.json"
+    TOKEN=$WTOKEN api POST "/api/v1/experiments/$BIG/events" '' --data-binary @"$TMP/batch.json" -H 'Content-Type: application/json'
+    [ "$status" = 200 ] || ok=0
+done
+check "10,000 metrics events for the big experiment in batches of 2,000" [ $ok = 1 ]
+
+# A valid 64x64 PNG per iteration (a gradient), as eval grids, and one group view.
+png() {
+    $PYTHON - "$1" "$2" <<'PY'
+import struct, sys, zlib
+n = int(sys.argv[1]); w = h = 64
+raw = b"".join(b"\0" + bytes((x * 4 + n * 7) % 256 for x in range(w) for _ in range(3)) for y in range(h))
+chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+open(sys.argv[2], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+PY
+}
+put() { TOKEN=$WTOKEN api PUT "/api/v1/experiments/$1/artifacts/$2?worker_id=$WID&iteration=$3" '' --data-binary @"$4"; }
+png 1 "$TMP/a.png"; png 2 "$TMP/b.png"
+put "$A" eval/iter-0000010/ode_grid.png 10 "$TMP/a.png"
+put "$A" eval/iter-0000020/ode_grid.png 20 "$TMP/b.png"
+put "$A" groups/iter-0000020.png 20 "$TMP/a.png"
+echo '{"iteration": 20, "prompt": "a red circle", "chunks": [4, 4, 8], "members": [{"reward": 0.5, "advantage": 1.0, "chunk_ratio": [1.001, null, 0.998]}, {"reward": 0.5, "advantage": -1.0, "chunk_ratio": [0.999, 1.0, null]}], "rewards_all_equal": true}' >"$TMP/g.json"
+put "$A" groups/iter-0000020.json 20 "$TMP/g.json"
+check "eval grids and a group view uploaded" [ "$status" = 201 ]
+ok=1
+for i in $(seq 1 200); do
+    put "$BIG" "eval/iter-$(printf %07d $((i * 50)))/ode_grid.png" $((i * 50)) "$TMP/$([ $((i % 2)) = 0 ] && echo a || echo b).png"
+    [ "$status" = 201 ] || ok=0
+done
+check "200 eval grids for the big experiment" [ $ok = 1 ]
+
+mkdir -p "${BUILD:-build}/screenshots"
+export BASE TOKEN=$ADMIN WORKER_TOKEN=$WTOKEN WORKER_ID=$WID EXP_A=$A EXP_B=$B EXP_BIG=$BIG NEXT_SEQ_A=42 CHROMIUM \
+    SCREENSHOTS="${BUILD:-build}/screenshots"
+node tests/browser/dashboard.test.mjs >"$TMP/node.out" 2>&1
+rc=$?
+while IFS= read -r line; do
+    case $line in
+        "ok "*) pass "${line#ok }" ;;
+        "FAIL "*) fail "${line#FAIL }" ;;
+        *) echo "$line" ;;
+    esac
+done <"$TMP/node.out"
+check "the browser test exits 0" [ $rc = 0 ]
+stop_server
+summary browser

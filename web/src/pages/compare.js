@@ -1,0 +1,59 @@
+// Compare: pick experiments; overlaid reward_mean and eval_align curves, final eval_align with
+// the gain over the first picked experiment, and each one's config diff against the first.
+import { api } from '../api.js';
+import { h, fmt } from '../dom.js';
+import { Chart } from '../charts.js';
+
+const last = (s) => (s && s.value.length ? s.value[s.value.length - 1] : null);
+
+export async function comparePage(root, { query }, onLeave) {
+  const ids = (query.get('ids') || '').split(',').map(Number).filter((n) => n > 0);
+  const { items } = await api('/experiments?limit=200');
+  const picked = new Set(ids);
+  const pick = (id) => (ev) => {
+    const next = ev.target.checked ? [...ids, id] : ids.filter((x) => x !== id);
+    location.hash = `#/compare?ids=${next.join(',')}`;
+  };
+  root.append(h('h1', {}, 'Compare'),
+    h('details', { open: ids.length < 2 }, h('summary', {}, 'Pick experiments (the first picked is the baseline)'),
+      h('div', { 'data-picker': '' }, items.map((e) => h('label', { style: 'display:block' },
+        h('input', { type: 'checkbox', checked: picked.has(e.id), onchange: pick(e.id) }),
+        ` #${e.id} ${e.name || ''} (${e.kind}, ${e.status})`)))));
+  if (ids.length === 0) return;
+
+  const runs = await Promise.all(ids.map(async (id) => {
+    const [exp, m] = await Promise.all([api(`/experiments/${id}`), api(`/experiments/${id}/metrics?keys=reward_mean,eval_align&max_points=2000`)]);
+    return { id, exp, series: m.series };
+  }));
+  const label = (r) => `#${r.id} ${r.exp.name || r.exp.config?.method || ''}`.trim();
+  const chartBox = h('div', { class: 'charts', 'data-page': 'compare' });
+  root.append(chartBox);
+  for (const [title, key] of [['reward (mean)', 'reward_mean'], ['eval align (held-out ODE)', 'eval_align']]) {
+    const keys = runs.map((r) => String(r.id));
+    const chart = new Chart(chartBox, title, keys, { labels: Object.fromEntries(runs.map((r) => [String(r.id), label(r)])), sync: 'compare' });
+    runs.forEach((r) => r.series[key] && chart.set(String(r.id), r.series[key]));
+    chart.draw();
+    onLeave(() => chart.destroy());
+  }
+
+  const base = last(runs[0].series.eval_align);
+  root.append(h('h2', {}, 'Final eval align'),
+    h('table', { 'data-final': '' },
+      h('thead', {}, h('tr', {}, ['experiment', 'method', 'status', 'final eval align', 'gain over first'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, runs.map((r, i) => {
+        const v = last(r.series.eval_align);
+        return h('tr', {}, h('td', {}, h('a', { href: `#/experiments/${r.id}` }, label(r))),
+          h('td', {}, r.exp.config?.method || r.exp.kind), h('td', {}, r.exp.status),
+          h('td', { class: 'num' }, fmt(v)),
+          h('td', { class: 'num' }, i === 0 || v == null || base == null ? '–' : `${v - base >= 0 ? '+' : ''}${fmt(v - base)}`));
+      }))));
+
+  const diffs = await Promise.all(runs.slice(1).map((r) => api(`/experiments/${ids[0]}/diff/${r.id}`)));
+  for (const d of diffs) {
+    const changed = Object.entries(d.changed);
+    root.append(h('h2', {}, `Config: #${d.a} → #${d.b}`),
+      changed.length === 0 ? h('p', { class: 'muted' }, 'Same config.') :
+        h('table', { 'data-diff': '' }, h('thead', {}, h('tr', {}, h('th', {}, 'field'), h('th', {}, `#${d.a}`), h('th', {}, `#${d.b}`))),
+          h('tbody', {}, changed.map(([k, [a, b]]) => h('tr', {}, h('td', {}, k), h('td', {}, JSON.stringify(a)), h('td', {}, JSON.stringify(b)))))));
+  }
+}

@@ -1,0 +1,149 @@
+// One experiment: status and actions, live charts, the eval gallery, the rollout group view,
+// logs and artifacts. Live updates come from the experiment's event stream, resumed after the
+// metrics history's last event so nothing is missed or counted twice.
+import { api, blobUrl, subscribe } from '../api.js';
+import { h, fmt, statusBadge, progressBar } from '../dom.js';
+import { Chart } from '../charts.js';
+
+const CHARTS = [
+  ['reward (mean)', ['reward_mean']],
+  ['eval align (held-out ODE)', ['eval_align']],
+  ['loss', ['loss']],
+  ['clip fraction', ['clip_fraction']],
+  ['approximate KL', ['approx_kl']],
+  ['grad norm', ['grad_norm']],
+  ['seconds per phase', ['sec_sampling', 'sec_reward', 'sec_optimize']],
+  ['images per second', ['images_per_sec']],
+];
+const GALLERY = /^eval\/iter-(\d+)\/ode_grid\.png$/;
+const GROUP = /^groups\/iter-(\d+)\.(png|json)$/;
+
+// An <img> whose bytes come through the authenticated API.
+function artifactImage(id, name, onLeave) {
+  const img = h('img', { alt: name });
+  blobUrl(id, name).then((url) => { img.src = url; onLeave(() => URL.revokeObjectURL(url)); }).catch(() => { img.alt = `${name}: not loaded`; });
+  return img;
+}
+
+// A section with a slider over iterations; show(iteration) fills it.
+function slider(title, iterations, show) {
+  const box = h('div');
+  const label = h('span');
+  const input = h('input', { type: 'range', min: 0, max: iterations.length - 1, value: iterations.length - 1, 'aria-label': title });
+  const go = () => { const it = iterations[input.value]; label.textContent = ` iteration ${it}`; box.replaceChildren(show(it)); };
+  input.addEventListener('input', go);
+  go();
+  return [h('div', {}, input, label), box];
+}
+
+function groupView(id, iteration, byIter, onLeave) {
+  const files = byIter.get(iteration);
+  const table = h('div', {}, h('span', { class: 'muted' }, 'loading…'));
+  if (files.json) {
+    blobUrl(id, files.json).then(async (url) => {
+      const g = await (await fetch(url)).json();
+      URL.revokeObjectURL(url);
+      table.replaceChildren(
+        h('p', {}, `prompt: “${g.prompt}”, chunks ${JSON.stringify(g.chunks)}`,
+          g.rewards_all_equal ? h('strong', { class: 'error' }, ' — all rewards equal: no learning signal') : ''),
+        h('table', { class: g.rewards_all_equal ? 'flagged' : '' },
+          h('thead', {}, h('tr', {}, h('th', {}, '#'), h('th', {}, 'reward'), h('th', {}, 'advantage'),
+            (g.chunks || []).map((_, c) => h('th', {}, `ratio chunk ${c}`)))),
+          h('tbody', {}, g.members.map((m, j) => h('tr', {},
+            h('td', {}, String(j)), h('td', { class: 'num' }, fmt(m.reward)), h('td', { class: 'num' }, fmt(m.advantage)),
+            m.chunk_ratio.map((r) => h('td', { class: 'num' }, fmt(r))))))));
+    }).catch((e) => table.replaceChildren(h('p', { class: 'error' }, e.message)));
+  } else table.replaceChildren();
+  return h('div', { class: 'group' }, files.png ? artifactImage(id, files.png, onLeave) : '', table);
+}
+
+export async function experimentPage(root, { match }, onLeave) {
+  const id = Number(match[1]);
+  const [exp, metrics, logs, artifacts] = await Promise.all([
+    api(`/experiments/${id}`),
+    api(`/experiments/${id}/metrics?max_points=2000`),
+    api(`/experiments/${id}/logs`),
+    api(`/experiments/${id}/artifacts`),
+  ]);
+
+  const head = h('div');
+  const act = (what) => async () => {
+    try {
+      const r = await api(`/experiments/${id}/${what}`, { method: 'POST', body: what === 'clone' ? { changes: {} } : undefined });
+      if (what === 'clone') location.hash = `#/experiments/${r.id}`; else { Object.assign(exp, r); drawHead(); }
+    } catch (e) { head.append(h('p', { class: 'error' }, e.message)); }
+  };
+  function drawHead() {
+    const terminal = ['succeeded', 'failed', 'canceled'].includes(exp.status);
+    head.replaceChildren(
+      h('h1', {}, `#${exp.id} ${exp.name || ''} `, statusBadge(exp.status)),
+      h('div', { class: 'toolbar' },
+        h('span', {}, `${exp.kind}${exp.config?.method ? ` · ${exp.config.method}` : ''} · attempt ${exp.attempts}/${exp.max_attempts}`),
+        progressBar(exp.progress),
+        exp.error ? h('span', { class: 'error' }, exp.error) : '',
+        h('button', { onclick: act('cancel'), disabled: terminal || exp.cancel_requested }, 'Cancel'),
+        h('button', { onclick: act('retry'), disabled: !['failed', 'canceled'].includes(exp.status) }, 'Retry'),
+        h('button', { onclick: act('clone') }, 'Clone'),
+        h('a', { href: `#/compare?ids=${id}` }, 'Compare…')));
+  }
+  drawHead();
+
+  const chartBox = h('div', { class: 'charts' });
+  const galleryBox = h('div', { class: 'gallery', 'data-gallery': '' });
+  const groupBox = h('div');
+  const logBox = h('pre', { 'data-logs': '' });
+  const artifactBody = h('tbody');
+  root.append(head, h('h2', {}, 'Metrics'), chartBox, h('h2', {}, 'Eval samples'), galleryBox,
+    h('h2', {}, 'Rollout group'), groupBox, h('h2', {}, 'Logs'), logBox,
+    h('h2', {}, 'Artifacts'), h('table', {}, h('tbody', {}, artifactBody)),
+    h('h2', {}, 'Config'), h('pre', {}, JSON.stringify(exp.config, null, 2)));
+
+  const charts = CHARTS.map(([title, keys]) => new Chart(chartBox, title, keys));
+  onLeave(() => charts.forEach((c) => c.destroy()));
+  const chartOf = new Map(charts.flatMap((c) => c.keys.map((k) => [k, c])));
+  for (const [key, s] of Object.entries(metrics.series)) chartOf.get(key)?.set(key, s);
+  charts.forEach((c) => c.draw());
+  root.dataset.chartsDrawn = 'yes';
+
+  const arts = artifacts.items;
+  function drawArtifacts() {
+    const gallery = arts.map((a) => [Number(a.name.match(GALLERY)?.[1]), a.name]).filter(([it]) => !Number.isNaN(it)).sort((a, b) => a[0] - b[0]);
+    const byName = new Map(gallery.map(([it, name]) => [it, name]));
+    galleryBox.replaceChildren(...(gallery.length
+      ? slider('gallery iteration', gallery.map(([it]) => it), (it) => artifactImage(id, byName.get(it), onLeave))
+      : [h('p', { class: 'muted' }, 'No eval grids yet.')]));
+    const groups = new Map();
+    for (const a of arts) {
+      const m = a.name.match(GROUP);
+      if (m) groups.set(Number(m[1]), { ...groups.get(Number(m[1])), [m[2]]: a.name });
+    }
+    const its = [...groups.keys()].sort((a, b) => a - b);
+    groupBox.replaceChildren(...(its.length
+      ? slider('group iteration', its, (it) => groupView(id, it, groups, onLeave))
+      : [h('p', { class: 'muted' }, 'No rollout groups yet.')]));
+    artifactBody.replaceChildren(...arts.map((a) => h('tr', {},
+      h('td', {}, h('a', { href: '#', onclick: (ev) => { ev.preventDefault(); download(a.name); } }, a.name)),
+      h('td', { class: 'num' }, `${a.size} B`), h('td', { class: 'muted' }, a.iteration != null ? `iteration ${a.iteration}` : ''))));
+  }
+  async function download(name) {
+    const url = await blobUrl(id, name);
+    h('a', { href: url, download: name.split('/').pop() }).click();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+  drawArtifacts();
+
+  const logLine = (l) => `${l.ts} ${l.level.padEnd(5)} ${l.message}\n`;
+  logBox.textContent = logs.items.map(logLine).join('') || 'No log lines.';
+
+  onLeave(subscribe(`/experiments/${id}/events`, ({ type, data }) => {
+    if (type === 'metrics') {
+      for (const [key, v] of Object.entries(data.values)) chartOf.get(key)?.append(key, data.iteration, v);
+      exp.latest = { ...exp.latest, ...data.values };
+    } else if (type === 'status') { Object.assign(exp, data); drawHead(); }
+    else if (type === 'progress') { exp.progress = data; drawHead(); }
+    else if (type === 'log') {
+      if (!logBox.textContent.endsWith('\n')) logBox.textContent = '';
+      logBox.textContent += logLine({ ...data, ts: data.ts });
+    } else if (type === 'artifact') { arts.push(data); drawArtifacts(); }
+  }, metrics.last_event_id));
+}
