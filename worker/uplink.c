@@ -384,6 +384,20 @@ json_t *uplink_metrics_event(const char *line, size_t len, const char *key, int6
     {
         if (*k && strcmp(k, key) != 0 && json_is_number(v)) json_object_set(values, k, v);
     }
+    /* grpo's per-chunk ratio statistics become series of their own: chunk_ratio.K.mean, ... */
+    size_t chunk;
+    json_t *stats;
+    json_array_foreach(json_object_get(o, "chunk_ratio"), chunk, stats)
+    {
+        const char *stat;
+        json_t *x;
+        json_object_foreach(stats, stat, x)
+        {
+            char name[64];
+            snprintf(name, sizeof name, "chunk_ratio.%zu.%s", chunk, stat);
+            if (json_is_number(x) && strlen(stat) < 32) json_object_set(values, name, x);
+        }
+    }
     json_t *e = json_pack("{s:I, s:s, s:{s:I, s:o}}", "seq", (json_int_t)(*iteration + 1), "type",
                           "metrics", "data", "iteration", (json_int_t)*iteration, "values", values);
     json_decref(o);

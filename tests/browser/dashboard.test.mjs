@@ -97,7 +97,22 @@ try {
     const msg = await page.textContent('[data-error]');
     assert(msg.includes('config.lr') && msg.includes('line 4'), `message: ${msg}`);
     assert((await page.textContent('.gutter .bad')).trim() === '4', 'line 4 not marked');
+    assert((await page.textContent('[data-field-error=lr]')).includes('config.lr'), 'no error at the lr field');
     await shot(page, '03-new-error');
+  });
+  await check('the form and the JSON editor follow each other', async () => {
+    await page.selectOption('select[aria-label=preset]', 'Demo (Chunk-GRPO, 180 iterations)');
+    assert(await page.inputValue('[data-fields] [aria-label=iterations]') === '180', 'iterations not in the form');
+    await page.fill('[data-fields] [aria-label=lr]', '0.0003');
+    const config = JSON.parse(await page.inputValue('textarea[aria-label=config]'));
+    assert(config.lr === 0.0003 && config.iterations === 180, `editor after the form: ${JSON.stringify(config)}`);
+    await page.fill('textarea[aria-label=config]', JSON.stringify({ ...config, group_size: 4, method: 'grpo' }, null, 2));
+    assert(await page.inputValue('[data-fields] [aria-label=group_size]') === '4', 'group_size not taken from the editor');
+    assert(await page.inputValue('[data-fields] [aria-label=method]') === 'grpo', 'method not taken from the editor');
+    await page.selectOption('[data-fields] [aria-label=kind]', 'eval');
+    assert(await page.$('[data-fields] [aria-label=model]') && !(await page.$('[data-fields] [aria-label=lr]')), 'eval fields');
+    assert(JSON.parse(await page.inputValue('textarea[aria-label=config]')).kind === 'eval', 'kind not in the editor');
+    await shot(page, '03-new-form');
   });
   await check('a valid preset submitted appears in the list', async () => {
     await page.selectOption('select[aria-label=preset]', 'Step-level GRPO');
@@ -121,6 +136,18 @@ try {
     await postMetrics(42, { reward_mean: 0.99, loss: 0.01 });
     await page.waitForFunction(() => document.querySelector('[data-chart="reward (mean)"]').dataset.points === '42', null, { timeout: 5000 });
   });
+  await check('charts of the per-chunk ratios and the reward components, grown live', async () => {
+    const legend = (title) => page.$$eval(`[data-chart="${title}"] .u-legend .u-series`, (s) => s.slice(1).map((x) => x.querySelector('.u-label').textContent));
+    assert((await legend('ratio per chunk')).join() === 'chunk 0,chunk 1,chunk 2', `chunks: ${await legend('ratio per chunk')}`);
+    assert((await legend('reward per component')).join() === 'align,count', `components: ${await legend('reward per component')}`);
+    await postMetrics(43, { 'chunk_ratio.3.mean': 1.01, reward_mean: 0.99 });
+    await page.waitForFunction(() => document.querySelectorAll('[data-chart="ratio per chunk"] .u-legend .u-series').length === 5, null, { timeout: 5000 });
+  });
+  await check('the profile: the relative-L1 curve per step with the chunk boundaries', async () => {
+    await page.waitForSelector('[data-profile] [data-chart="relative L1 per step"][data-points="16"]');
+    assert(await page.getAttribute('[data-profile] .chart', 'data-marks') === '2', 'not two chunk boundaries');
+    assert((await page.textContent('[data-profile]')).includes('[4,4,8]'), 'chunks not shown');
+  });
   await check('the gallery shows the eval grid and its slider moves through iterations', async () => {
     await page.waitForFunction(() => document.querySelector('[data-gallery] img')?.naturalWidth === 64);
     assert((await page.textContent('[data-gallery]')).includes('iteration 20'), 'not at the last iteration');
@@ -136,6 +163,19 @@ try {
     await shot(page, '04-experiment');
   });
 
+  await check('clone: the New page with the config, submitted as the changes only', async () => {
+    await page.click('a:has-text("Clone")');
+    await page.waitForSelector(`form[data-clone="${A}"] [data-fields]`);
+    assert(await page.inputValue('input[aria-label=name]') === 'copy of alpha-chunk', 'name');
+    assert(JSON.parse(await page.inputValue('textarea[aria-label=config]')).iterations === 50, 'config not prefilled');
+    await page.fill('[data-fields] [aria-label=iterations]', '60');
+    const [request] = await Promise.all([page.waitForRequest((r) => r.url().endsWith(`/experiments/${A}/clone`)), page.click('button[type=submit]')]);
+    const body = request.postDataJSON();
+    assert(JSON.stringify(body) === JSON.stringify({ changes: { iterations: 60 }, name: 'copy of alpha-chunk' }), `body: ${request.postData()}`);
+    await page.waitForSelector('h1:has-text("copy of alpha-chunk")');
+    assert((await page.textContent('main')).includes('"iterations": 60'), 'the clone\'s config');
+  });
+
   await check('compare: overlaid curves, final eval align with the gain, the config diff', async () => {
     await page.goto(`${BASE}/#/compare?ids=${A},${B}`);
     await page.waitForSelector('table[data-diff]');
@@ -143,6 +183,10 @@ try {
     const final = await page.textContent('table[data-final]');
     assert(final.includes('0.5') && final.includes('-0.05'), `final table: ${final}`);
     assert((await page.textContent('table[data-diff]')).includes('method'), 'the diff lacks method');
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-compare-gallery] img')].filter((i) => i.naturalWidth === 64).length === 1);
+    assert((await page.textContent('[data-compare-gallery]')).includes('no grid at this iteration'), 'B has no grid at 20');
+    await page.fill('[data-compare-gallery] input[type=range]', '0');
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-compare-gallery] img')].filter((i) => i.naturalWidth === 64).length === 2);
     await shot(page, '05-compare');
   });
   await check('workers: the registered worker with its device', async () => {

@@ -43,7 +43,9 @@ for k in range(int(n)):
     i = int(it) + k
     v = {"reward_mean": 0.4 + shift + 0.3 * (1 - math.exp(-i / 300)) + 0.02 * math.sin(i), "loss": 0.1 * math.cos(i / 7),
          "clip_fraction": 0.05 + 0.01 * math.sin(i / 5), "approx_kl": 1e-4 * (1 + math.sin(i / 9)), "grad_norm": 1 + 0.2 * math.sin(i / 3),
-         "sec_sampling": 1.2, "sec_reward": 0.2, "sec_optimize": 0.8, "images_per_sec": 100 + math.sin(i)}
+         "sec_sampling": 1.2, "sec_reward": 0.2, "sec_optimize": 0.8, "images_per_sec": 100 + math.sin(i),
+         "reward_align_mean": 0.5 + 0.1 * math.sin(i / 4), "reward_count_mean": 0.8 + 0.1 * math.cos(i / 4)}
+    v.update({f"chunk_ratio.{c}.mean": 1 + 0.001 * (c + 1) * math.sin(i / 3) for c in range(3)})
     if i % 10 == 0: v["eval_align"] = 0.5 + shift + 0.2 * (1 - math.exp(-i / 400))
     events.append({"seq": int(seq) + k, "type": "metrics", "data": {"iteration": i, "values": v}})
 print(json.dumps({"worker_id": wid, "events": events}))
@@ -56,12 +58,12 @@ metrics "$B" 1 1 40 -0.05 | post_events "$B"
 TOKEN=$WTOKEN api POST "/api/v1/experiments/$A/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": 41, \"type\": \"log\", \"data\": {\"level\": \"info\", \"message\": \"seeded by browser.sh\"}}]}"
 check "metrics and a log line for two experiments" [ "$status" = 200 ]
 ok=1
-for s in 0 2000 4000 6000 8000; do
-    metrics "$BIG" $((s + 1)) $((s + 1)) 2000 0 >"$TMP/batch.json"
+for s in $(seq 0 1000 9000); do
+    metrics "$BIG" $((s + 1)) $((s + 1)) 1000 0 >"$TMP/batch.json"
     TOKEN=$WTOKEN api POST "/api/v1/experiments/$BIG/events" '' --data-binary @"$TMP/batch.json" -H 'Content-Type: application/json'
     [ "$status" = 200 ] || ok=0
 done
-check "10,000 metrics events for the big experiment in batches of 2,000" [ $ok = 1 ]
+check "10,000 metrics events for the big experiment in batches of 1,000" [ $ok = 1 ]
 
 # A valid 64x64 PNG per iteration (a gradient), as eval grids, and one group view.
 png() {
@@ -81,6 +83,11 @@ put "$A" groups/iter-0000020.png 20 "$TMP/a.png"
 echo '{"iteration": 20, "prompt": "a red circle", "chunks": [4, 4, 8], "members": [{"reward": 0.5, "advantage": 1.0, "chunk_ratio": [1.001, null, 0.998]}, {"reward": 0.5, "advantage": -1.0, "chunk_ratio": [0.999, 1.0, null]}], "rewards_all_equal": true}' >"$TMP/g.json"
 put "$A" groups/iter-0000020.json 20 "$TMP/g.json"
 check "eval grids and a group view uploaded" [ "$status" = 201 ]
+put "$B" eval/iter-0000010/ode_grid.png 10 "$TMP/b.png"
+$PYTHON -c 'import json, math; m = [0.02 + 0.1 * math.exp(-i / 4) for i in range(16)]
+print(json.dumps({"model": "m", "rollouts": 128, "prompts": 64, "l1rel_mean": m, "l1rel_std": [x / 5 for x in m], "chunks": [4, 4, 8]}))' >"$TMP/profile.json"
+put "$A" profile.json "" "$TMP/profile.json"
+check "a grid for B and a profile for A uploaded" [ "$status" = 201 ]
 ok=1
 for i in $(seq 1 200); do
     put "$BIG" "eval/iter-$(printf %07d $((i * 50)))/ode_grid.png" $((i * 50)) "$TMP/$([ $((i % 2)) = 0 ] && echo a || echo b).png"

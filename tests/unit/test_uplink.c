@@ -30,7 +30,9 @@ static void test_metrics_line(void)
     CHECK(strcmp(json_string_value(json_object_get(e, "type")), "metrics") == 0);
     CHECK(json_integer_value(data_of(e, "iteration")) == 7);
     json_t *values = data_of(e, "values");
-    CHECK(json_object_size(values) == 3); /* loss, lr, count: numbers only, not the key */
+    /* loss, lr, count and chunk_ratio.0.mean: numbers only, not the key */
+    CHECK(json_object_size(values) == 4);
+    CHECK(json_integer_value(json_object_get(values, "chunk_ratio.0.mean")) == 1);
     CHECK(json_real_value(json_object_get(values, "loss")) == 0.5);
     CHECK(json_integer_value(json_object_get(values, "count")) == 3);
     CHECK(!json_object_get(values, "iteration") && !json_object_get(values, "ok"));

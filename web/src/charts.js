@@ -5,11 +5,28 @@ import uPlot from 'uplot';
 import { h, fmt } from './dom.js';
 
 const COLORS = ['#2f6fdf', '#e0672b', '#2e9d57', '#9b4ddb', '#c62828', '#00838f', '#8d6e63'];
+const seriesOf = (label, i) => ({ label, stroke: COLORS[i % COLORS.length], spanGaps: true, width: 1.5 });
+
+function drawMarks(u, marks) {
+  const { ctx, bbox } = u;
+  ctx.save();
+  ctx.strokeStyle = '#888';
+  ctx.setLineDash([4, 4]);
+  for (const m of marks) {
+    const px = Math.round(u.valToPos(m, 'x', true));
+    ctx.beginPath();
+    ctx.moveTo(px, bbox.top);
+    ctx.lineTo(px, bbox.top + bbox.height);
+    ctx.stroke();
+  }
+  ctx.restore();
+}
 
 export class Chart {
-  // labels: {key: legend label}; sync: charts with the same key share the cursor.
-  constructor(parent, title, keys, { labels = {}, sync = 'iteration', height = 200 } = {}) {
-    this.keys = keys;
+  // labels: {key: legend label}; sync: charts with the same key share the cursor; x: the x
+  // axis' name; marks: x positions drawn as vertical lines (the profile's chunk boundaries).
+  constructor(parent, title, keys, { labels = {}, sync = 'iteration', height = 200, x = 'iteration', marks = [] } = {}) {
+    this.keys = [...keys];
     this.series = Object.fromEntries(keys.map((k) => [k, { iteration: [], value: [] }]));
     this.box = h('div', { class: 'chart', 'data-chart': title }, h('h3', {}, title));
     parent.append(this.box);
@@ -20,10 +37,17 @@ export class Chart {
       cursor: { sync: { key: sync } },
       scales: { x: { time: false } },
       axes: [{}, { size: 60, values: (u, ticks) => ticks.map((v) => fmt(v, 3)) }],
-      series: [{ label: 'iteration' },
-        ...keys.map((k, i) => ({ label: labels[k] || k, stroke: COLORS[i % COLORS.length], spanGaps: true, width: 1.5 }))],
+      series: [{ label: x }, ...keys.map((k, i) => seriesOf(labels[k] || k, i))],
+      hooks: { draw: [(u) => drawMarks(u, marks)] },
     }, [[], ...keys.map(() => [])], this.box);
     this.frame = 0;
+  }
+
+  // A series added after the chart was made (a key first seen in a live event).
+  addKey(key, label = key) {
+    this.series[key] = { iteration: [], value: [] };
+    this.plot.addSeries(seriesOf(label, this.keys.length));
+    this.keys.push(key);
   }
 
   set(key, s) {

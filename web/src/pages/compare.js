@@ -1,8 +1,10 @@
 // Compare: pick experiments; overlaid reward_mean and eval_align curves, final eval_align with
-// the gain over the first picked experiment, and each one's config diff against the first.
+// the gain over the first picked experiment, their eval grids side by side at one iteration (the
+// held-out seeds are the same in every run), and each one's config diff against the first.
 import { api } from '../api.js';
 import { h, fmt } from '../dom.js';
 import { Chart } from '../charts.js';
+import { GALLERY, artifactImage, slider } from './experiment.js';
 
 const last = (s) => (s && s.value.length ? s.value[s.value.length - 1] : null);
 
@@ -22,8 +24,11 @@ export async function comparePage(root, { query }, onLeave) {
   if (ids.length === 0) return;
 
   const runs = await Promise.all(ids.map(async (id) => {
-    const [exp, m] = await Promise.all([api(`/experiments/${id}`), api(`/experiments/${id}/metrics?keys=reward_mean,eval_align&max_points=2000`)]);
-    return { id, exp, series: m.series };
+    const [exp, m, a] = await Promise.all([api(`/experiments/${id}`),
+      api(`/experiments/${id}/metrics?keys=reward_mean,eval_align&max_points=2000`), api(`/experiments/${id}/artifacts`)]);
+    const grids = new Map(a.items.map((x) => [Number(x.name.match(GALLERY)?.[1]), x.name]));
+    grids.delete(NaN);
+    return { id, exp, series: m.series, grids };
   }));
   const label = (r) => `#${r.id} ${r.exp.name || r.exp.config?.method || ''}`.trim();
   const chartBox = h('div', { class: 'charts', 'data-page': 'compare' });
@@ -47,6 +52,13 @@ export async function comparePage(root, { query }, onLeave) {
           h('td', { class: 'num' }, fmt(v)),
           h('td', { class: 'num' }, i === 0 || v == null || base == null ? '–' : `${v - base >= 0 ? '+' : ''}${fmt(v - base)}`));
       }))));
+
+  const its = [...new Set(runs.flatMap((r) => [...r.grids.keys()]))].sort((a, b) => a - b);
+  root.append(h('h2', {}, 'Eval samples'), h('div', { class: 'gallery', 'data-compare-gallery': '' },
+    its.length ? slider('gallery iteration', its, (it) => h('div', { class: 'side-by-side' }, runs.map((r) => h('figure', {},
+      h('figcaption', {}, label(r)),
+      r.grids.has(it) ? artifactImage(r.id, r.grids.get(it), onLeave) : h('p', { class: 'muted' }, 'no grid at this iteration')))))
+      : h('p', { class: 'muted' }, 'No eval grids yet.')));
 
   const diffs = await Promise.all(runs.slice(1).map((r) => api(`/experiments/${ids[0]}/diff/${r.id}`)));
   for (const d of diffs) {

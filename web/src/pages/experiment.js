@@ -1,5 +1,5 @@
-// One experiment: status and actions, live charts, the eval gallery, the rollout group view,
-// logs and artifacts. Live updates come from the experiment's event stream, resumed after the
+// One experiment: status and actions, live charts, the temporal-dynamics profile, the eval
+// gallery, the rollout group view, logs and artifacts. Live updates come from the experiment's event stream, resumed after the
 // metrics history's last event so nothing is missed or counted twice.
 import { api, blobUrl, subscribe } from '../api.js';
 import { h, fmt, statusBadge, progressBar } from '../dom.js';
@@ -15,18 +15,25 @@ const CHARTS = [
   ['seconds per phase', ['sec_sampling', 'sec_reward', 'sec_optimize']],
   ['images per second', ['images_per_sec']],
 ];
-const GALLERY = /^eval\/iter-(\d+)\/ode_grid\.png$/;
+// Charts of the keys found in the metrics (the chunks and reward components vary by config):
+// [title, key pattern, legend label of a key].
+const FOUND = [
+  ['ratio per chunk', /^chunk_ratio\.\d+\.mean$/, (k) => `chunk ${k.split('.')[1]}`],
+  ['reward per component', /^reward_.+_mean$/, (k) => k.slice('reward_'.length, -'_mean'.length)],
+];
+const byNumber = (a, b) => a.localeCompare(b, 'en', { numeric: true });
+export const GALLERY = /^eval\/iter-(\d+)\/ode_grid\.png$/;
 const GROUP = /^groups\/iter-(\d+)\.(png|json)$/;
 
 // An <img> whose bytes come through the authenticated API.
-function artifactImage(id, name, onLeave) {
+export function artifactImage(id, name, onLeave) {
   const img = h('img', { alt: name });
   blobUrl(id, name).then((url) => { img.src = url; onLeave(() => URL.revokeObjectURL(url)); }).catch(() => { img.alt = `${name}: not loaded`; });
   return img;
 }
 
 // A section with a slider over iterations; show(iteration) fills it.
-function slider(title, iterations, show) {
+export function slider(title, iterations, show) {
   const box = h('div');
   const label = h('span');
   const input = h('input', { type: 'range', min: 0, max: iterations.length - 1, value: iterations.length - 1, 'aria-label': title });
@@ -57,6 +64,25 @@ function groupView(id, iteration, byIter, onLeave) {
   return h('div', { class: 'group' }, files.png ? artifactImage(id, files.png, onLeave) : '', table);
 }
 
+// The profile's relative-L1 curve per step, mean ± std, with the chosen chunks' boundaries.
+async function drawProfile(box, id, onLeave) {
+  const url = await blobUrl(id, 'profile.json');
+  const p = await (await fetch(url)).json();
+  URL.revokeObjectURL(url);
+  const steps = p.l1rel_mean.map((_, i) => i);
+  const bounds = p.chunks.slice(0, -1).map((_, c) => p.chunks.slice(0, c + 1).reduce((a, b) => a + b) - 0.5);
+  const charts = h('div', { class: 'charts' });
+  box.append(h('h2', {}, 'Temporal dynamics (profile)'),
+    h('p', {}, `${p.prompts} prompts, ${p.rollouts} rollouts; chunks ${JSON.stringify(p.chunks)}`), charts);
+  const chart = new Chart(charts, 'relative L1 per step', ['mean', 'mean - std', 'mean + std'],
+    { x: 'step', sync: 'profile', marks: bounds });
+  chart.box.dataset.marks = p.chunks.length - 1;
+  chart.set('mean', { iteration: steps, value: p.l1rel_mean });
+  chart.set('mean - std', { iteration: steps, value: p.l1rel_mean.map((m, i) => m - p.l1rel_std[i]) });
+  chart.set('mean + std', { iteration: steps, value: p.l1rel_mean.map((m, i) => m + p.l1rel_std[i]) });
+  onLeave(() => chart.destroy());
+}
+
 export async function experimentPage(root, { match }, onLeave) {
   const id = Number(match[1]);
   const [exp, metrics, logs, artifacts] = await Promise.all([
@@ -69,8 +95,8 @@ export async function experimentPage(root, { match }, onLeave) {
   const head = h('div');
   const act = (what) => async () => {
     try {
-      const r = await api(`/experiments/${id}/${what}`, { method: 'POST', body: what === 'clone' ? { changes: {} } : undefined });
-      if (what === 'clone') location.hash = `#/experiments/${r.id}`; else { Object.assign(exp, r); drawHead(); }
+      Object.assign(exp, await api(`/experiments/${id}/${what}`, { method: 'POST' }));
+      drawHead();
     } catch (e) { head.append(h('p', { class: 'error' }, e.message)); }
   };
   function drawHead() {
@@ -83,7 +109,7 @@ export async function experimentPage(root, { match }, onLeave) {
         exp.error ? h('span', { class: 'error' }, exp.error) : '',
         h('button', { onclick: act('cancel'), disabled: terminal || exp.cancel_requested }, 'Cancel'),
         h('button', { onclick: act('retry'), disabled: !['failed', 'canceled'].includes(exp.status) }, 'Retry'),
-        h('button', { onclick: act('clone') }, 'Clone'),
+        h('a', { href: `#/new?clone=${id}` }, 'Clone…'),
         h('a', { href: `#/compare?ids=${id}` }, 'Compare…')));
   }
   drawHead();
@@ -91,9 +117,10 @@ export async function experimentPage(root, { match }, onLeave) {
   const chartBox = h('div', { class: 'charts' });
   const galleryBox = h('div', { class: 'gallery', 'data-gallery': '' });
   const groupBox = h('div');
+  const profileBox = h('div', { 'data-profile': '' });
   const logBox = h('pre', { 'data-logs': '' });
   const artifactBody = h('tbody');
-  root.append(head, h('h2', {}, 'Metrics'), chartBox, h('h2', {}, 'Eval samples'), galleryBox,
+  root.append(head, h('h2', {}, 'Metrics'), chartBox, profileBox, h('h2', {}, 'Eval samples'), galleryBox,
     h('h2', {}, 'Rollout group'), groupBox, h('h2', {}, 'Logs'), logBox,
     h('h2', {}, 'Artifacts'), h('table', {}, h('tbody', {}, artifactBody)),
     h('h2', {}, 'Config'), h('pre', {}, JSON.stringify(exp.config, null, 2)));
@@ -101,12 +128,34 @@ export async function experimentPage(root, { match }, onLeave) {
   const charts = CHARTS.map(([title, keys]) => new Chart(chartBox, title, keys));
   onLeave(() => charts.forEach((c) => c.destroy()));
   const chartOf = new Map(charts.flatMap((c) => c.keys.map((k) => [k, c])));
-  for (const [key, s] of Object.entries(metrics.series)) chartOf.get(key)?.set(key, s);
+  const found = new Map(); // title -> chart
+  // The chart of a key, a FOUND chart made or grown for it when it is one of theirs.
+  function chartFor(key) {
+    if (chartOf.has(key)) return chartOf.get(key);
+    const f = FOUND.find(([, re]) => re.test(key));
+    if (!f) return null;
+    const [title, , label] = f;
+    let chart = found.get(title);
+    if (chart) chart.addKey(key, label(key));
+    else {
+      chart = new Chart(chartBox, title, [key], { labels: { [key]: label(key) } });
+      found.set(title, chart);
+      charts.push(chart);
+    }
+    chartOf.set(key, chart);
+    return chart;
+  }
+  for (const key of Object.keys(metrics.series).sort(byNumber)) chartFor(key)?.set(key, metrics.series[key]);
   charts.forEach((c) => c.draw());
   root.dataset.chartsDrawn = 'yes';
 
   const arts = artifacts.items;
+  let profileShown = false;
   function drawArtifacts() {
+    if (!profileShown && arts.some((a) => a.name === 'profile.json')) {
+      profileShown = true;
+      drawProfile(profileBox, id, onLeave).catch((e) => profileBox.append(h('p', { class: 'error' }, e.message)));
+    }
     const gallery = arts.map((a) => [Number(a.name.match(GALLERY)?.[1]), a.name]).filter(([it]) => !Number.isNaN(it)).sort((a, b) => a[0] - b[0]);
     const byName = new Map(gallery.map(([it, name]) => [it, name]));
     galleryBox.replaceChildren(...(gallery.length
@@ -137,7 +186,7 @@ export async function experimentPage(root, { match }, onLeave) {
 
   onLeave(subscribe(`/experiments/${id}/events`, ({ type, data }) => {
     if (type === 'metrics') {
-      for (const [key, v] of Object.entries(data.values)) chartOf.get(key)?.append(key, data.iteration, v);
+      for (const [key, v] of Object.entries(data.values)) chartFor(key)?.append(key, data.iteration, v);
       exp.latest = { ...exp.latest, ...data.values };
     } else if (type === 'status') { Object.assign(exp, data); drawHead(); }
     else if (type === 'progress') { exp.progress = data; drawHead(); }
