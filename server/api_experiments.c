@@ -45,9 +45,7 @@ static int read_options(Server *srv, Request *rq, const json_t *body, const char
     json_t *v;
     json_object_foreach((json_t *)body, key, v)
     {
-        int known = 0;
-        for (int i = 0; allowed[i]; i++) known |= strcmp(key, allowed[i]) == 0;
-        if (!known) return bad_field(rq, key, "unknown field");
+        if (!in_list(key, allowed)) return bad_field(rq, key, "unknown field");
     }
     e->max_attempts = srv->limits.max_attempts;
     if ((v = json_object_get(body, "name")) && !json_is_null(v)) {
@@ -143,9 +141,7 @@ int h_experiment_list(Server *srv, Request *rq)
                                            "failed", "canceled", NULL};
     const char *status = rq_query(rq, "status"), *kind = rq_query(rq, "kind");
     if (status && *status) {
-        int ok = 0;
-        for (int i = 0; statuses[i]; i++) ok |= strcmp(status, statuses[i]) == 0;
-        if (!ok)
+        if (!in_list(status, statuses))
             return reply_error(rq, 400, "bad_request", "status",
                                "status: \"%s\" is not one of queued, running, succeeded, failed, "
                                "canceled",

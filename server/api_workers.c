@@ -76,12 +76,8 @@ int h_lease(Server *srv, Request *rq)
     int64_t deadline = now_ms() + wait_s * 1000;
     int fd = rq_fd(rq);
     for (;;) {
-        /* the generation is read before looking, so work queued in between is not missed */
-        uint64_t seen;
-        pthread_mutex_lock(&srv->hub.mu);
-        seen = srv->hub.generation;
-        int draining = srv->hub.draining;
-        pthread_mutex_unlock(&srv->hub.mu);
+        int draining;
+        uint64_t seen = hub_generation(&srv->hub, NULL, &draining);
         if (draining) return reply_empty(rq, 204);
         /* a worker that went away (killed mid-poll) must not be handed an experiment */
         if (peer_left(fd)) return reply_drop(rq);
@@ -126,7 +122,7 @@ int h_heartbeat(Server *srv, Request *rq)
         if (rc != STORE_OK) {
             ret = reply_store_error(rq, rc, err);
         } else {
-            char when[32];
+            char when[STORE_TIME_LEN];
             format_time(expires, when);
             json_t *x = json_pack("{s:b, s:s}", "cancel", cancel, "lease_expires_at", when);
             ret = reply_json(rq, 200, x);
@@ -185,11 +181,10 @@ int h_complete(Server *srv, Request *rq)
     const char *wid = body_worker(srv, rq, body);
     const char *status = json_string_value(json_object_get(body, "status"));
     json_t *errv = json_object_get(body, "error");
-    int ret = REPLIED, known = 0;
-    for (int i = 0; status && statuses[i]; i++) known |= strcmp(status, statuses[i]) == 0;
+    int ret = REPLIED;
     if (!wid) {
         /* replied */
-    } else if (!known) {
+    } else if (!in_list(status, statuses)) {
         ret = reply_error(rq, 400, "bad_request", "status",
                           "status: expected succeeded, failed, canceled or requeue");
     } else if (errv && !json_is_null(errv) && !json_is_string(errv)) {
@@ -207,25 +202,6 @@ int h_complete(Server *srv, Request *rq)
     }
     json_decref(body);
     return ret;
-}
-
-/* Artifact names are relative paths of [A-Za-z0-9._-] segments, no "." or ".." segment. */
-static int artifact_name_ok(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > 200 || name[0] == '/' || name[n - 1] == '/') return 0;
-    for (const char *seg = name; *seg;) {
-        size_t len = strcspn(seg, "/");
-        if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-            return 0;
-        for (size_t i = 0; i < len; i++)
-            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-",
-                        seg[i]))
-                return 0;
-        seg += len;
-        if (*seg == '/') seg++;
-    }
-    return 1;
 }
 
 static const char *artifact_type(const char *name, const char *header)
@@ -263,7 +239,7 @@ int h_artifact_put(Server *srv, Request *rq)
     if (!id) return REPLIED;
     const char *name = rq->params[1];
     if (check_worker(srv, rq, rq_query(rq, "worker_id"))) return REPLIED;
-    if (!artifact_name_ok(name))
+    if (!store_artifact_name_ok(name))
         return reply_error(rq, 400, "bad_request", "name",
                            "name: \"%s\" must be a relative path of letters, digits, '.', '_' "
                            "and '-' (at most 200 characters)",

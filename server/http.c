@@ -24,20 +24,11 @@
 
 #include "server.h"
 
-int64_t now_ms(void)
+int in_list(const char *s, const char *const *list)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void format_time(int64_t ms, char out[32])
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+    for (int i = 0; s && list[i]; i++)
+        if (strcmp(s, list[i]) == 0) return 1;
+    return 0;
 }
 
 static int64_t mono_ns(void)

@@ -237,7 +237,6 @@ int main(int argc, char **argv)
     memcpy(host, listen, (size_t)(colon - listen));
     host[colon - listen] = 0;
     int port = (int)number_flag("--listen port", colon + 1, 0, 65535);
-    if (route_count > 64) return 70; /* prom.c's table */
 
     /* bin/.. holds schema/ and web/ (a build tree or an install prefix) */
     char exe[PATH_MAX], root[PATH_MAX];

@@ -9,7 +9,6 @@
 
 #include "server.h"
 
-#define MAX_ROUTES 64 /* above route_count; checked at start (main.c) */
 #define NBUCKETS 10
 static const double bucket_le[NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                            0.025,  0.05,  0.1,    0.5,   2.5};
@@ -23,7 +22,7 @@ typedef struct {
 } RouteStats;
 
 /* [route_count] is the "other" row: static files and requests no route took */
-static RouteStats stats[MAX_ROUTES + 1];
+static RouteStats stats[ROUTE_MAX + 1];
 
 void prom_count_request(int route_index, unsigned status, double seconds)
 {

@@ -35,3 +35,4 @@ const Route routes[] = {
     {"DELETE", "/api/v1/tokens/{}", CAP_ADMIN, BODY_NONE, h_token_delete},
 };
 const int route_count = sizeof routes / sizeof routes[0];
+_Static_assert(sizeof routes / sizeof routes[0] <= ROUTE_MAX, "prom.c counts ROUTE_MAX routes");

@@ -97,6 +97,7 @@ typedef struct Request {
 
 /* The route table (router.c) and its matcher: the route, or NULL with *status 404 (no such
  * path) or 405 (the path exists; allow gets its methods, comma separated). */
+#define ROUTE_MAX 64 /* prom.c keeps counters for this many routes */
 extern const Route routes[];
 extern const int route_count;
 const Route *router_match(const char *method, const char *path, Request *rq, int *status,
@@ -146,6 +147,9 @@ void hub_init(Hub *h);
 void hub_notify(void *hub); /* store_set_notify's callback */
 void hub_stop(Hub *h);
 void hub_drain(Hub *h); /* no new leases from now on */
+/* The generation now (what hub_wait compares with), and the stopping and draining flags where
+ * asked. Read it before looking for work, so that work added in between is not missed. */
+uint64_t hub_generation(Hub *h, int *stopping, int *draining);
 /* Waits until the generation passes *seen or timeout_ms; returns 1 when stopping. */
 int hub_wait(Hub *h, uint64_t *seen, int timeout_ms);
 
@@ -157,9 +161,8 @@ char *prom_render(Server *srv); /* Prometheus text; caller frees */
 void server_log(const Server *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-int64_t now_ms(void);
-/* unix milliseconds as RFC 3339 UTC with milliseconds: "2026-11-27T05:08:38.123Z" */
-void format_time(int64_t ms, char out[32]);
+/* 1 when s is one of the NULL-terminated list's strings. */
+int in_list(const char *s, const char *const *list);
 
 /* ---- the HTTP daemon (http.c) ---- */
 int http_start(Server *srv, const char *host, int port, int *bound_port, char *err, size_t errlen);

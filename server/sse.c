@@ -57,6 +57,16 @@ void hub_stop(Hub *h)
     pthread_mutex_unlock(&h->mu);
 }
 
+uint64_t hub_generation(Hub *h, int *stopping, int *draining)
+{
+    pthread_mutex_lock(&h->mu);
+    uint64_t g = h->generation;
+    if (stopping) *stopping = h->stopping;
+    if (draining) *draining = h->draining;
+    pthread_mutex_unlock(&h->mu);
+    return g;
+}
+
 int hub_wait(Hub *h, uint64_t *seen, int timeout_ms)
 {
     struct timespec until;
@@ -142,11 +152,8 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *out, size_t max)
     Hub *hub = &st->srv->hub;
     while (st->off == st->len) {
         st->off = st->len = 0;
-        uint64_t seen;
-        pthread_mutex_lock(&hub->mu);
-        seen = hub->generation;
-        int stopping = hub->stopping;
-        pthread_mutex_unlock(&hub->mu);
+        int stopping;
+        uint64_t seen = hub_generation(hub, &stopping, NULL);
         if (stopping) return MHD_CONTENT_READER_END_OF_STREAM;
         int n = fill(st);
         if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;

@@ -205,18 +205,14 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static int64_t now_ms(void)
+int64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Room for any int in the struct tm fields, so that no truncation is possible. */
-#define TIME_LEN 80
-
-/* "2026-11-27T05:08:38.123Z" */
-static void format_time(int64_t ms, char out[TIME_LEN])
+void format_time(int64_t ms, char out[STORE_TIME_LEN])
 {
     int64_t sec = ms / 1000, frac = ms % 1000;
     if (frac < 0) { /* floor division for times before 1970 */
@@ -226,8 +222,8 @@ static void format_time(int64_t ms, char out[TIME_LEN])
     time_t t = (time_t)sec;
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, TIME_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+    snprintf(out, STORE_TIME_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
 }
 
 /* Reads n digits at *p into *v. */
@@ -408,7 +404,7 @@ static json_t *col_int(sqlite3_stmt *q, int c)
 static json_t *col_time(sqlite3_stmt *q, int c)
 {
     if (is_null(q, c)) return json_null();
-    char buf[TIME_LEN];
+    char buf[STORE_TIME_LEN];
     format_time(sqlite3_column_int64(q, c), buf);
     return json_string(buf);
 }
@@ -1070,7 +1066,7 @@ static StoreRc lease_tx(Store *s, const char *worker_id, int64_t lease_ms, json_
         checkpoint = artifact_json(q);
         done(q);
     }
-    char expires[TIME_LEN];
+    char expires[STORE_TIME_LEN];
     format_time(st.lease_expires_at, expires);
     json_t *x = exp_get_locked(s, id);
     *lease = x ? json_pack("{s:o, s:I, s:s, s:I, s:o}", "experiment", x, "attempt",
@@ -1673,13 +1669,15 @@ json_t *store_logs(Store *s, int64_t id, int64_t after_id, int limit)
 
 /* ---- artifacts ---- */
 
-/* A relative path whose segments are neither empty, "." nor "..": it stays inside its folder. */
-static int artifact_name_ok(const char *name)
+int store_artifact_name_ok(const char *name)
 {
-    if (!name || !*name || *name == '/') return 0;
+    static const char allowed[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    if (!name || !*name || *name == '/' || strlen(name) > 200) return 0;
     for (const char *seg = name;;) {
         size_t len = strcspn(seg, "/");
-        if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && !strncmp(seg, "..", 2)))
+        if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && !strncmp(seg, "..", 2)) ||
+            strspn(seg, allowed) < len)
             return 0;
         seg += len;
         if (!*seg) return 1;
@@ -1717,7 +1715,7 @@ StoreRc store_artifact_add(Store *s, int64_t id, const char *name, const char *c
                            int64_t size, const char *sha256_hex, int64_t iteration, char *err,
                            size_t errlen)
 {
-    if (!artifact_name_ok(name)) {
+    if (!store_artifact_name_ok(name)) {
         set_err(err, errlen, "name: \"%s\" is not a relative path inside the experiment's folder",
                 name ? name : "");
         return STORE_INVALID;

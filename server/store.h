@@ -21,6 +21,16 @@
 
 typedef struct Store Store;
 
+/* Unix milliseconds now (wall clock). */
+int64_t now_ms(void);
+/* Room for any int in the struct tm fields, so that no truncation is possible. */
+#define STORE_TIME_LEN 80
+/* unix milliseconds as RFC 3339 UTC with milliseconds: "2026-11-27T05:08:38.123Z" */
+void format_time(int64_t ms, char out[STORE_TIME_LEN]);
+/* An artifact name: a relative path of [A-Za-z0-9._-] segments, none "." or "..", at most 200
+ * bytes, so it stays inside the experiment's folder. */
+int store_artifact_name_ok(const char *name);
+
 typedef enum {
     STORE_OK = 0,
     STORE_NOT_FOUND = 1, /* no such experiment, token, worker, artifact */
