@@ -77,7 +77,7 @@ for sig in TERM KILL; do
     check "SIG$sig: metrics hold each iteration once" [ "$(wc -l <"$out/metrics.jsonl")" -eq $((ITERS + 1)) ]
 done
 
-check "the EMA is written and differs from the last weights" [ -s "$TMP/a/model_ema.safetensors" ] && ! cmp -s "$TMP/a/model.safetensors" "$TMP/a/model_ema.safetensors"
+check "the EMA is written and differs from the last weights" eval '[ -s "$TMP/a/model_ema.safetensors" ] && ! cmp -s "$TMP/a/model.safetensors" "$TMP/a/model_ema.safetensors"'
 check "  and evaluations score it" grep -qF 'EMA 0.9' "$TMP/a/eval/iter-0000008/eval.json"
 
 # hybrid evaluation (the first hybrid_steps by the model, the rest by base_model)
@@ -92,13 +92,13 @@ check "hybrid with the model itself as base equals the plain ODE evaluation" cmp
 ev never ", \"mode\": \"hybrid\", \"base_model\": \"$MODEL\", \"hybrid_steps\": 6"
 check "hybrid that never switches equals the plain ODE evaluation" cmp -s "$TMP/ev-ode/ode_grid.png" "$TMP/ev-never/ode_grid.png"
 ev half ", \"mode\": \"hybrid\", \"base_model\": \"$MODEL\", \"hybrid_steps\": 3"
-check "hybrid with the base model for the last steps differs" [ "$rc" -eq 0 ] && ! cmp -s "$TMP/ev-ode/ode_grid.png" "$TMP/ev-half/ode_grid.png"
+check "hybrid with the base model for the last steps differs" eval '[ "$rc" -eq 0 ] && ! cmp -s "$TMP/ev-ode/ode_grid.png" "$TMP/ev-half/ode_grid.png"'
 check "  and says so in eval.json" $PYTHON -c "import json,sys; o=json.load(open('$TMP/ev-half/eval.json'))['ode']; sys.exit(0 if o['mode'] == 'hybrid' and o['hybrid_steps'] == 3 else 1)"
 ev nobase ', "mode": "hybrid"'
 check "hybrid without a base model names config.base_model" grep -qF 'config.base_model' "$TMP/stderr"
 config "$TMP/h.json" 2 '"eval_mode": "hybrid"'
 run "$TMP/h.json" --out "$TMP/hybrid-grpo"
-check "grpo evaluations may be hybrid" [ "$rc" -eq 0 ] && grep -qF '"mode": "hybrid"' "$TMP/hybrid-grpo/eval/iter-0000002/eval.json"
+check "grpo evaluations may be hybrid" eval '[ "$rc" -eq 0 ] && grep -qF "\"mode\": \"hybrid\"" "$TMP/hybrid-grpo/eval/iter-0000002/eval.json"'
 
 # a training prompt file: captions checked against the grammar, the bad line named
 printf '# two prompts\nA red circle\n\ntwo  green triangles\n' >"$TMP/prompts.txt"
