@@ -191,7 +191,7 @@ int local_workers_start(LocalWorkers *lw, Server *srv, uv_loop_t *loop, const Lo
         w->index = i;
         if (spec->gpus[0]) { /* the i-th of a comma-separated list */
             const char *p = spec->gpus;
-            for (int j = 0; j < i && p; j++) p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL;
+            for (int j = 0; j < i && (p = strchr(p, ',')); j++) p++;
             if (p) snprintf(w->gpu, sizeof w->gpu, "%.*s", (int)strcspn(p, ","), p);
         }
         uv_timer_init(loop, &w->restart);
