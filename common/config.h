@@ -15,14 +15,29 @@
 #include <stddef.h>
 
 typedef enum {
-    CONFIG_INT,    /* int field; lo..hi inclusive */
-    CONFIG_INT64,  /* int64_t field (seeds, step counts); lo..hi inclusive */
-    CONFIG_FLOAT,  /* double field; lo..hi inclusive */
-    CONFIG_BOOL,   /* int field, 0 or 1 */
-    CONFIG_STRING, /* char[CONFIG_STRING_MAX] field; choices, when set, lists the allowed values */
+    CONFIG_INT,     /* int field; lo..hi inclusive */
+    CONFIG_INT64,   /* int64_t field (seeds, step counts); lo..hi inclusive */
+    CONFIG_FLOAT,   /* double field; lo..hi inclusive */
+    CONFIG_BOOL,    /* int field, 0 or 1 */
+    CONFIG_STRING,  /* char[CONFIG_STRING_MAX] field; choices, when set, lists the allowed values */
+    CONFIG_WEIGHTS, /* ConfigWeights: an object {"name": weight, ...}, names from choices, weights
+                     * in lo..hi, at least one above 0 */
+    CONFIG_WEIGHTS_LIST, /* ConfigWeightsList: an array of such objects (may be empty) */
 } ConfigType;
 
 #define CONFIG_STRING_MAX 256
+#define CONFIG_WEIGHTS_MAX 16 /* names a weights field may choose from */
+#define CONFIG_LIST_MAX 64    /* entries of a weights list */
+
+/* w[i] is the weight of the field's choices[i]; 0 where the object does not name it. */
+typedef struct {
+    double w[CONFIG_WEIGHTS_MAX];
+} ConfigWeights;
+
+typedef struct {
+    int count;
+    ConfigWeights item[CONFIG_LIST_MAX];
+} ConfigWeightsList;
 
 typedef struct {
     const char *name;
@@ -30,7 +45,8 @@ typedef struct {
     size_t offset;              /* offsetof the field in the config struct */
     double lo, hi;              /* bounds for numbers */
     const char *def;            /* default, written as JSON text ("3e-4", "true", "\"small\"") */
-    const char *const *choices; /* NULL-terminated, for strings; NULL = any string */
+    const char *const *choices; /* NULL-terminated: a string's allowed values (NULL = any), a
+                                 * weights field's names (at most CONFIG_WEIGHTS_MAX) */
     const char *doc;            /* what it means, and why the default */
 } ConfigField;
 

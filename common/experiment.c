@@ -140,6 +140,9 @@ const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
 static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
 static const char *const optimizer_steps[] = {"group", "iteration", NULL};
 static const char *const lr_schedules[] = {"constant", "cosine", NULL};
+const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1] = {
+    "align", "clean", "object", "size", "position", "relation", "count", NULL};
+_Static_assert(EXPERIMENT_REWARDS <= CONFIG_WEIGHTS_MAX, "ConfigWeights holds every reward");
 
 const ConfigField grpo_fields[] = {
     {"model", CONFIG_STRING, offsetof(GrpoRunConfig, model), 0, 0,
@@ -206,6 +209,18 @@ const ConfigField grpo_fields[] = {
       "an exponential moving average of the policy's weights, updated after every optimizer "
       "step (0 = off, as the paper); when on, evaluations score the average and it is saved as "
       "model_ema.safetensors. Flow-GRPO evaluates such an average"),
+    {"rewards", CONFIG_WEIGHTS, offsetof(GrpoRunConfig, rewards), 0, 1000, "{\"align\": 1}",
+     experiment_reward_names,
+     "the training reward, a weighted sum of: align (the graded alignment, docs/prompts.md), "
+     "clean (its cleanliness factor alone: ink the prompt did not ask for costs score), and "
+     "align's requirement kinds object, size, position, relation, count (each the mean score of "
+     "the prompt's requirements of that kind; 1 when it asks none). Advantages are normalised "
+     "per group, so only the weights' ratios matter. Every component is logged each iteration"},
+    {"chunk_rewards", CONFIG_WEIGHTS_LIST, offsetof(GrpoRunConfig, chunk_rewards), 0, 1000, "[]",
+     experiment_reward_names,
+     "per-chunk reward choice (algorithm.md section 5, beyond the paper): one weights object "
+     "per chunk, high noise first (per trainable step for step-level grpo); a chunk's advantages "
+     "come from its own reward, normalised within the group. [] = every chunk uses rewards"},
     F(eval_every, CONFIG_INT, 0, 1000000, "10",
       "iterations between held-out evaluations; 0 = end only"),
     F(eval_prompts, CONFIG_INT, 1, 100000, "64", "held-out prompts evaluated (ODE)"),
@@ -312,17 +327,28 @@ static int eval_check(const void *cfg, char *err, size_t errlen)
     return 0;
 }
 
-/* Chunk-GRPO splits the steps - 1 trainable transitions; step-level grpo ignores chunks. */
+/* Chunk-GRPO splits the steps - 1 trainable transitions; step-level grpo ignores chunks (its
+ * chunks are the steps). chunk_rewards, when given, has one entry per chunk. */
 static int grpo_check(const void *cfg, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = cfg;
-    if (strcmp(c->method, "chunk_grpo") != 0) return 0;
-    int trainable = c->steps - 1;
-    ChunkSpec spec;
-    if (chunk_spec_parse(c->chunks, trainable, &spec, err, errlen)) return -1;
-    if ((spec.kind == CHUNK_SPEC_AUTO || spec.kind == CHUNK_SPEC_DYNAMIC) &&
-        c->chunk_count > trainable) {
-        snprintf(err, errlen, "config.chunk_count: at most steps - 1 = %d chunks", trainable);
+    int trainable = c->steps - 1, chunks = trainable;
+    if (strcmp(c->method, "chunk_grpo") == 0) {
+        ChunkSpec spec;
+        if (chunk_spec_parse(c->chunks, trainable, &spec, err, errlen)) return -1;
+        int profiled = spec.kind == CHUNK_SPEC_AUTO || spec.kind == CHUNK_SPEC_DYNAMIC;
+        if (profiled && c->chunk_count > trainable) {
+            snprintf(err, errlen, "config.chunk_count: at most steps - 1 = %d chunks", trainable);
+            return -1;
+        }
+        chunks = profiled ? c->chunk_count : spec.count;
+    }
+    if (c->chunk_rewards.count && c->chunk_rewards.count != chunks) {
+        snprintf(err, errlen,
+                 "config.chunk_rewards: %d entries, but the run trains %d %s (one reward each, "
+                 "high noise first)",
+                 c->chunk_rewards.count, chunks,
+                 strcmp(c->method, "grpo") == 0 ? "steps (step level)" : "chunks");
         return -1;
     }
     return 0;
@@ -351,7 +377,7 @@ const ExperimentKind experiment_kinds[] = {
      "scores a checkpoint on fixed prompts and seeds: ODE mean align, SDE within-group spread",
      eval_check},
     {"grpo", grpo_fields, COUNT(grpo_fields), sizeof(GrpoRunConfig),
-     "RL fine-tuning of a base model by step-level GRPO or Chunk-GRPO with the align reward",
+     "RL fine-tuning of a base model by step-level GRPO or Chunk-GRPO on weighted rewards",
      grpo_check},
     {"profile", profile_fields, COUNT(profile_fields), sizeof(ProfileConfig),
      "the relative-L1 dynamics of a model's sampling steps and the chunkings they suggest",
@@ -418,13 +444,29 @@ static void put(json_t *o, const char *key, json_t *v, int *bad)
 
 static json_t *field_schema(const ConfigField *f, int *bad)
 {
-    static const char *const types[] = {[CONFIG_INT] = "integer",
-                                        [CONFIG_INT64] = "integer",
-                                        [CONFIG_FLOAT] = "number",
-                                        [CONFIG_BOOL] = "boolean",
-                                        [CONFIG_STRING] = "string"};
+    static const char *const types[] = {
+        [CONFIG_INT] = "integer",       [CONFIG_INT64] = "integer", [CONFIG_FLOAT] = "number",
+        [CONFIG_BOOL] = "boolean",      [CONFIG_STRING] = "string", [CONFIG_WEIGHTS] = "object",
+        [CONFIG_WEIGHTS_LIST] = "array"};
     json_t *s = json_object();
     put(s, "type", json_string(types[f->type]), bad);
+    if (f->type == CONFIG_WEIGHTS || f->type == CONFIG_WEIGHTS_LIST) {
+        json_t *w = json_object(), *names = json_array();
+        for (const char *const *c = f->choices; *c; c++)
+            if (json_array_append_new(names, json_string(*c))) *bad = 1;
+        put(w, "type", json_string("object"), bad);
+        put(w, "propertyNames", json_pack("{s:o}", "enum", names), bad);
+        put(w, "additionalProperties",
+            json_pack("{s:s,s:f,s:f}", "type", "number", "minimum", f->lo, "maximum", f->hi), bad);
+        put(w, "minProperties", json_integer(1), bad);
+        if (f->type == CONFIG_WEIGHTS) {
+            json_decref(s);
+            s = w;
+        } else {
+            put(s, "items", w, bad);
+            put(s, "maxItems", json_integer(CONFIG_LIST_MAX), bad);
+        }
+    }
     if (f->type == CONFIG_INT || f->type == CONFIG_INT64) {
         put(s, "minimum", json_integer((json_int_t)f->lo), bad);
         put(s, "maximum", json_integer((json_int_t)f->hi), bad);

@@ -81,6 +81,8 @@ typedef struct {
     double min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip;
     char optimizer_step[CONFIG_STRING_MAX];
     double kl_coef, ema_decay;
+    ConfigWeights rewards;           /* by experiment_reward_names */
+    ConfigWeightsList chunk_rewards; /* [] or one per chunk */
     int eval_every, eval_prompts, eval_seeds;
     char eval_mode[CONFIG_STRING_MAX];
     int hybrid_steps, checkpoint_every, keep_checkpoints;
@@ -88,6 +90,13 @@ typedef struct {
     char backend[CONFIG_STRING_MAX];
     char precision[CONFIG_STRING_MAX];
 } GrpoRunConfig;
+
+/* The rewards a grpo config weighs (config.rewards, config.chunk_rewards), NULL-terminated, in
+ * the order of ConfigWeights.w: "align" (the graded alignment), "clean" (its cleanliness
+ * factor), then align's requirement kinds "object", "size", "position", "relation", "count"
+ * (worker/rewards/reward.h computes them). */
+#define EXPERIMENT_REWARDS 7
+extern const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1];
 
 /* kind "profile": the temporal-dynamics profile of a model (worker/runners/profile.h). */
 typedef struct {

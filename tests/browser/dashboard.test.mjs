@@ -155,10 +155,14 @@ try {
     await page.waitForFunction(() => document.querySelector('[data-gallery]').textContent.includes('iteration 10'));
     await page.waitForFunction(() => document.querySelector('[data-gallery] img')?.naturalWidth === 64);
   });
-  await check('the group view shows rewards, advantages, chunk ratios and flags equal rewards', async () => {
+  await check('the group view shows rewards (components on hover), advantages (per chunk too), chunk ratios and flags equal rewards', async () => {
     await page.waitForSelector('table.flagged');
     const t = await page.textContent('table.flagged');
     assert(t.includes('1.001') && t.includes('-1'), `group table: ${t}`);
+    // per-chunk rewards: each chunk's advantage in its own column, the components on hover
+    assert(await page.$$eval('table.flagged [data-chunk-advantage]', (c) => c.map((e) => e.textContent).join(' ')) === '0.25 1 -0.75 -0.25 -1 0.75',
+      'per-chunk advantages');
+    assert((await page.getAttribute('table.flagged tbody td:nth-child(2)', 'title')).includes('clean 0.9'), 'components on hover');
     assert((await page.textContent('main')).includes('all rewards equal'), 'no flag');
     await shot(page, '04-experiment');
   });

@@ -80,7 +80,7 @@ png 1 "$TMP/a.png"; png 2 "$TMP/b.png"
 put "$A" eval/iter-0000010/ode_grid.png 10 "$TMP/a.png"
 put "$A" eval/iter-0000020/ode_grid.png 20 "$TMP/b.png"
 put "$A" groups/iter-0000020.png 20 "$TMP/a.png"
-echo '{"iteration": 20, "prompt": "a red circle", "chunks": [4, 4, 8], "members": [{"reward": 0.5, "advantage": 1.0, "chunk_ratio": [1.001, null, 0.998]}, {"reward": 0.5, "advantage": -1.0, "chunk_ratio": [0.999, 1.0, null]}], "rewards_all_equal": true}' >"$TMP/g.json"
+echo '{"iteration": 20, "prompt": "a red circle", "chunks": [4, 4, 8], "members": [{"reward": 0.5, "advantage": 1.0, "components": {"align": 0.5, "clean": 0.9}, "chunk_advantage": [0.25, 1.0, -0.75], "chunk_ratio": [1.001, null, 0.998]}, {"reward": 0.5, "advantage": -1.0, "components": {"align": 0.5, "clean": 0.8}, "chunk_advantage": [-0.25, -1.0, 0.75], "chunk_ratio": [0.999, 1.0, null]}], "rewards_all_equal": true}' >"$TMP/g.json"
 put "$A" groups/iter-0000020.json 20 "$TMP/g.json"
 check "eval grids and a group view uploaded" [ "$status" = 201 ]
 put "$B" eval/iter-0000010/ode_grid.png 10 "$TMP/b.png"

@@ -46,6 +46,35 @@ printf '{"kind": "grpo", "model": "/nonexistent.safetensors"}' >"$TMP/bad.json"
 run "$TMP/bad.json" --out "$TMP/bad3"
 check "a missing base model is named" grep -qF '/nonexistent.safetensors' "$TMP/stderr"
 
+# weighted rewards and a reward per chunk: every component is logged; each chunk's advantages are
+# its own reward's, normalised within the group (recomputed here from the logged components)
+config "$TMP/rw.json" 2 '"chunks": "2,3", "train_fraction": 1.0, "rewards": {"align": 1, "clean": 0.5}, "chunk_rewards": [{"position": 1, "count": 2}, {"align": 1, "clean": 1}]'
+run "$TMP/rw.json" --out "$TMP/rw"
+check "a run with weighted and per-chunk rewards succeeds" [ "$rc" -eq 0 ]
+check "every reward component is logged with mean and std" [ "$(field "$TMP/rw/metrics.jsonl" 1 "['reward_clean_mean'] >= 0 and all('reward_%s_%s' % (k, s) in json.loads(open('$TMP/rw/metrics.jsonl').readlines()[1]) for k in ['align','clean','object','size','position','relation','count'] for s in ['mean','std'])")" = True ]
+check "per-chunk advantages are the group-normalised rewards of each chunk, the total weighs config.rewards" [ "$($PYTHON - "$TMP/rw/groups/iter-0000002.json" <<'PY'
+import json, statistics, sys
+g = json.load(open(sys.argv[1]))
+m = g["members"]
+def adv(r):
+    mu, sd = statistics.mean(r), statistics.stdev(r)
+    return [0.0] * len(r) if max(r) == min(r) else [max(-5, min(5, (x - mu) / (sd + 1e-8))) for x in r]
+mixes = [{"position": 1, "count": 2}, {"align": 1, "clean": 1}]
+ok = all(abs(x["reward"] - (x["components"]["align"] + 0.5 * x["components"]["clean"])) < 1e-5 for x in m)
+for k, w in enumerate(mixes):
+    want = adv([sum(v * x["components"][n] for n, v in w.items()) for x in m])
+    ok &= all(abs(a - x["chunk_advantage"][k]) < 1e-4 for a, x in zip(want, m))
+ok &= any(abs(x["chunk_advantage"][0] - x["chunk_advantage"][1]) > 1e-3 for x in m)
+print(ok)
+PY
+)" = True ]
+config "$TMP/bad.json" 2 '"chunks": "2,3", "chunk_rewards": [{"align": 1}]'
+run "$TMP/bad.json" --out "$TMP/bad4"
+check "a chunk_rewards list of the wrong length is named" grep -qF 'config.chunk_rewards: 1 entries, but the run trains 2 chunks' "$TMP/stderr"
+config "$TMP/bad.json" 2 '"rewards": {"align": 1, "beauty": 2}'
+run "$TMP/bad.json" --out "$TMP/bad5"
+check "an unknown reward is named with the choices" grep -qF 'config.rewards: "beauty" is not one of "align" "clean"' "$TMP/stderr"
+
 printf '{"kind": "profile", "model": "%s", "num_prompts": 4, "seeds": 2, "steps": 6, "chunk_count": 2, "max_chunks": 3, "threads": 2}' "$MODEL" >"$TMP/profile.json"
 run "$TMP/profile.json" --out "$TMP/profile"
 check "profile writes its JSON and chart" [ "$rc" -eq 0 -a -s "$TMP/profile/profile.png" ]

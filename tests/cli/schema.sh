@@ -57,7 +57,7 @@ for b in s["oneOf"]:
     for name, p in props.items():
         if name == "kind":
             continue
-        assert p["type"] in ("integer", "number", "boolean", "string"), (b["title"], name)
+        assert p["type"] in ("integer", "number", "boolean", "string", "object", "array"), (b["title"], name)
         assert "default" in p and p["description"], (b["title"], name)
         if p["type"] in ("integer", "number"):
             assert p["minimum"] <= p["default"] <= p["maximum"], (b["title"], name)
@@ -88,7 +88,11 @@ for b in s["oneOf"]:
     assert not v.is_valid({"kind": k, "no_such_field": 1}), k
 bad = [{"kind": "no-such-kind"}, {"steps": 3}, {"kind": "grpo", "lr": 2},
        {"kind": "grpo", "sde": "ito"}, {"kind": "pretrain", "steps": "many"},
-       {"kind": "eval", "chunks": "auto"}]
+       {"kind": "eval", "chunks": "auto"}, {"kind": "grpo", "rewards": {"beauty": 1}},
+       {"kind": "grpo", "rewards": {}}, {"kind": "grpo", "rewards": {"align": -1}},
+       {"kind": "grpo", "chunk_rewards": [{"align": 1}, "clean"]}]
+assert v.is_valid({"kind": "grpo", "rewards": {"align": 1, "clean": 0.5},
+                   "chunk_rewards": [{"position": 1}, {"object": 2, "clean": 1}]})
 for cfg in bad:
     assert not v.is_valid(cfg), cfg
 PY

@@ -8,14 +8,18 @@
  *     scores strictly lower, and the mean drops by a clear margin;
  *   - washed-out, textured, fragmented and cluttered renderings, wrong colours, shapes,
  *     sizes, positions and relations all lose score, with partial credit for near misses;
- *   - an empty image scores ~0; scores are deterministic; the 8-bit path agrees; speed.
+ *   - an empty image scores ~0; scores are deterministic; the 8-bit path agrees; speed;
+ *   - the reward components a grpo config weighs (rewards/reward.h) come from the right
+ *     requirements, and their weighted sum is what the weights say.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 
+#include "experiment.h"
 #include "rewards/align.h"
+#include "rewards/reward.h"
 #include "rng.h"
 #include "test.h"
 #include "world/shapes.h"
@@ -359,6 +363,45 @@ static void test_empty_image(void)
 }
 
 /* Near misses earn partial credit, ordered by how near they are. */
+static void test_reward_components(void)
+{
+    static const char *const kinds[] = {"align",    "clean",    "object", "size",
+                                        "position", "relation", "count"};
+    for (int k = 0; k < REWARD_COMPONENTS; k++)
+        CHECK(strcmp(experiment_reward_names[k], kinds[k]) == 0);
+    enum { S = 32 };
+    static float img[S * S * 3];
+    const char *const prompts[] = {"a red square", "two green triangles",
+                                   "a blue circle left of a yellow square"};
+    for (int p = 0; p < 3; p++) {
+        Scene s;
+        AlignResult res;
+        CHECK(world_scene_for_caption(prompts[p], 5, (uint64_t)p, &s, NULL, 0) == 0);
+        if (p == 2) s.objects[0].color = 1; /* orange where blue was asked */
+        world_render(&s, S, img);
+        CHECK(score(prompts[p], img, S, &res) >= 0);
+        float comp[REWARD_COMPONENTS];
+        reward_components(&res, comp);
+        CHECK(comp[REWARD_ALIGN] == res.score && comp[REWARD_CLEAN] == res.clean);
+        for (int k = REWARD_OBJECT; k < REWARD_COMPONENTS; k++) {
+            double sum = 0;
+            int n = 0;
+            for (int i = 0; i < res.num_requirements; i++)
+                if (strcmp(res.req[i].kind, kinds[k]) == 0) sum += res.req[i].score, n++;
+            CHECK_MSG(fabsf(comp[k] - (n ? (float)(sum / n) : 1.0f)) < 1e-6f, "\"%s\" %s: %g",
+                      prompts[p], kinds[k], comp[k]);
+        }
+        if (p == 1) CHECK(comp[REWARD_RELATION] == 1.0f && comp[REWARD_COUNT_KIND] > 0.9f);
+        if (p == 2) /* the wrong colour costs its object (and the relation it cannot anchor) */
+            CHECK(comp[REWARD_OBJECT] < 0.8f && comp[REWARD_RELATION] < 0.5f &&
+                  comp[REWARD_SIZE] == 1.0f && comp[REWARD_COUNT_KIND] == 1.0f);
+        ConfigWeights w = {{0}};
+        w.w[REWARD_ALIGN] = 1, w.w[REWARD_CLEAN] = 0.5, w.w[REWARD_COUNT_KIND] = 2;
+        float want = comp[REWARD_ALIGN] + 0.5f * comp[REWARD_CLEAN] + 2 * comp[REWARD_COUNT_KIND];
+        CHECK(fabsf(reward_weighted(&w, comp) - want) < 1e-6f);
+    }
+}
+
 static void test_partial_credit(void)
 {
     enum { S = 32 };
@@ -572,6 +615,7 @@ int main(void)
     TEST_RUN(test_clutter);
     TEST_RUN(test_empty_image);
     TEST_RUN(test_partial_credit);
+    TEST_RUN(test_reward_components);
     TEST_RUN(test_graded);
     TEST_RUN(test_deterministic_and_rgb8);
     TEST_RUN(test_errors);

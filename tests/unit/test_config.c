@@ -13,6 +13,8 @@ typedef struct {
     double rate;
     int flag;
     char name[CONFIG_STRING_MAX];
+    ConfigWeights mix;
+    ConfigWeightsList per;
 } Demo;
 
 static const char *const names[] = {"alpha", "beta", NULL};
@@ -22,6 +24,8 @@ static const ConfigField fields[] = {
     {"rate", CONFIG_FLOAT, offsetof(Demo, rate), 0, 1, "1e-3", NULL, "a rate"},
     {"flag", CONFIG_BOOL, offsetof(Demo, flag), 0, 0, "false", NULL, "a switch"},
     {"name", CONFIG_STRING, offsetof(Demo, name), 0, 0, "\"alpha\"", names, "a choice"},
+    {"mix", CONFIG_WEIGHTS, offsetof(Demo, mix), 0, 10, "{\"beta\": 2}", names, "weights"},
+    {"per", CONFIG_WEIGHTS_LIST, offsetof(Demo, per), 0, 10, "[]", names, "weights each"},
 };
 #define COUNT ((int)(sizeof fields / sizeof fields[0]))
 
@@ -48,6 +52,28 @@ static void test_defaults(void)
     CHECK(parse("{\"kind\": \"demo\", \"n\": 10, \"rate\": 1, \"flag\": true, \"name\": \"beta\"}",
                 &d, err, sizeof err) == 0);
     CHECK(d.n == 10 && d.rate == 1.0 && d.flag == 1 && strcmp(d.name, "beta") == 0);
+    CHECK(d.mix.w[0] == 0 && d.mix.w[1] == 2 && d.per.count == 0);
+}
+
+static void test_weights(void)
+{
+    Demo d;
+    char err[256];
+    CHECK(parse("{\"kind\": \"demo\", \"mix\": {\"alpha\": 0.5, \"beta\": 0}, \"per\": [{\"beta\": "
+                "1}, {\"alpha\": 3, \"beta\": 4}]}",
+                &d, err, sizeof err) == 0);
+    CHECK(d.mix.w[0] == 0.5 && d.mix.w[1] == 0);
+    CHECK(d.per.count == 2 && d.per.item[0].w[0] == 0 && d.per.item[0].w[1] == 1);
+    CHECK(d.per.item[1].w[0] == 3 && d.per.item[1].w[1] == 4);
+    /* a list at the limit is fine, one more is named */
+    char text[2048] = "{\"kind\": \"demo\", \"per\": [";
+    for (int i = 0; i <= CONFIG_LIST_MAX; i++)
+        strcat(text, i ? ", {\"alpha\": 1}" : "{\"alpha\": 1}");
+    strcat(text, "]}");
+    CHECK(parse(text, &d, err, sizeof err) == -1 &&
+          strstr(err, "config.per: 65 entries; at most 64"));
+    strcpy(strrchr(text, ','), "]}");
+    CHECK(parse(text, &d, err, sizeof err) == 0 && d.per.count == CONFIG_LIST_MAX);
 }
 
 static void expect_error(const char *text, const char *phrase)
@@ -74,6 +100,23 @@ static void test_errors_name_the_field(void)
                  "config.name: \"gamma\" is not one of \"alpha\" \"beta\"");
     expect_error("{\"kind\": \"demo\", \"name\": null}",
                  "config.name: expected a string, got null");
+    expect_error("{\"kind\": \"demo\", \"mix\": \"alpha\"}",
+                 "config.mix: expected an object of weights like {\"alpha\": 1}, got \"alpha\"");
+    expect_error("{\"kind\": \"demo\", \"mix\": {\"gamma\": 1}}",
+                 "config.mix: \"gamma\" is not one of \"alpha\" \"beta\"");
+    expect_error("{\"kind\": \"demo\", \"mix\": {\"alpha\": \"1\"}}",
+                 "config.mix.alpha: expected a number, got \"1\"");
+    expect_error("{\"kind\": \"demo\", \"mix\": {\"alpha\": -1}}",
+                 "config.mix.alpha: -1 is out of range [0, 10]");
+    expect_error("{\"kind\": \"demo\", \"mix\": {}}",
+                 "config.mix: give at least one of its names a weight above 0");
+    expect_error("{\"kind\": \"demo\", \"mix\": {\"alpha\": 0}}", "config.mix: give at least one");
+    expect_error("{\"kind\": \"demo\", \"per\": {\"alpha\": 1}}",
+                 "config.per: expected a list of weight objects, got object");
+    expect_error("{\"kind\": \"demo\", \"per\": [{\"alpha\": 1}, {\"beta\": 11}]}",
+                 "config.per[1].beta: 11 is out of range [0, 10]");
+    expect_error("{\"kind\": \"demo\", \"per\": [{\"alpha\": 1}, null]}",
+                 "config.per[1]: expected an object of weights");
     expect_error("{\"n\": 2}", "config.kind: expected \"demo\"");
     expect_error("{\"kind\": \"other\"}", "config.kind: expected \"demo\"");
     expect_error("[1]", "config: expected a JSON object");
@@ -83,13 +126,16 @@ static void test_effective_config_round_trip(void)
 {
     Demo d, again;
     char err[256];
-    CHECK(parse("{\"kind\": \"demo\", \"rate\": 0.1, \"name\": \"beta\"}", &d, err, sizeof err) ==
-          0);
+    CHECK(parse("{\"kind\": \"demo\", \"rate\": 0.1, \"name\": \"beta\", \"mix\": {\"alpha\": 1, "
+                "\"beta\": 0.25}, \"per\": [{\"beta\": 1}]}",
+                &d, err, sizeof err) == 0);
     json_t *o = config_to_json("demo", fields, COUNT, &d);
     CHECK(json_object_size(o) == COUNT + 1);
     CHECK(config_parse(o, "demo", fields, COUNT, &again, err, sizeof err) == 0);
     CHECK(again.n == d.n && again.big == d.big && again.rate == d.rate && again.flag == d.flag);
     CHECK(strcmp(again.name, d.name) == 0);
+    CHECK(memcmp(&again.mix, &d.mix, sizeof d.mix) == 0);
+    CHECK(again.per.count == 1 && memcmp(&again.per.item[0], &d.per.item[0], sizeof d.mix) == 0);
     json_decref(o);
 }
 
@@ -111,6 +157,7 @@ static void test_load_file_errors(void)
 int main(void)
 {
     TEST_RUN(test_defaults);
+    TEST_RUN(test_weights);
     TEST_RUN(test_errors_name_the_field);
     TEST_RUN(test_effective_config_round_trip);
     TEST_RUN(test_load_file_errors);

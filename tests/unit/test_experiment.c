@@ -103,6 +103,18 @@ static void test_checks_across_fields(void)
                  "config.chunks: \"fast\" is not sizes like");
     expect_error("{\"kind\": \"grpo\", \"chunks\": \"auto\", \"chunk_count\": 17}",
                  "config.chunk_count: at most steps - 1 = 16 chunks");
+    expect_error(
+        "{\"kind\": \"grpo\", \"chunks\": \"2,3,4,7\", \"chunk_rewards\": [{\"align\": 1}]}",
+        "config.chunk_rewards: 1 entries, but the run trains 4 chunks");
+    expect_error("{\"kind\": \"grpo\", \"chunk_count\": 3, \"chunk_rewards\": [{\"align\": 1}]}",
+                 "config.chunk_rewards: 1 entries, but the run trains 3 chunks");
+    expect_error("{\"kind\": \"grpo\", \"method\": \"grpo\", \"steps\": 4, \"chunk_rewards\": "
+                 "[{\"align\": 1}, {\"align\": 1}]}",
+                 "config.chunk_rewards: 2 entries, but the run trains 3 steps (step level)");
+    expect_valid("{\"kind\": \"grpo\", \"chunks\": \"uniform:2\", \"rewards\": {\"align\": 1, "
+                 "\"clean\": 0.5}, \"chunk_rewards\": [{\"position\": 1}, {\"object\": 1}]}");
+    expect_error("{\"kind\": \"grpo\", \"rewards\": {\"pickscore\": 1}}",
+                 "config.rewards: \"pickscore\" is not one of \"align\" \"clean\" \"object\"");
     /* step-level GRPO never reads the chunks */
     expect_valid("{\"kind\": \"grpo\", \"method\": \"grpo\", \"chunks\": \"2,2\"}");
     expect_error("{\"kind\": \"profile\", \"steps\": 6, \"chunk_count\": 9}",
@@ -187,7 +199,13 @@ static void test_schema_lists_every_kind_and_field(void)
             const json_t *p = json_object_get(props, k->fields[f].name);
             CHECK_MSG(p && json_object_get(p, "default") && json_object_get(p, "description"),
                       "%s.%s", k->name, k->fields[f].name);
-            CHECK(!k->fields[f].choices || json_is_array(json_object_get(p, "enum")));
+            /* choices: a string's enum, a weights object's names, a weights list's items' names */
+            const json_t *names = json_object_get(p, "enum");
+            if (k->fields[f].type == CONFIG_WEIGHTS_LIST) p = json_object_get(p, "items");
+            if (k->fields[f].type >= CONFIG_WEIGHTS)
+                names = json_object_get(json_object_get(p, "propertyNames"), "enum");
+            CHECK_MSG(!k->fields[f].choices || json_is_array(names), "%s.%s", k->name,
+                      k->fields[f].name);
         }
     }
     json_decref(s);

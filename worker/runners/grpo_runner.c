@@ -19,6 +19,7 @@
 #include "ops.h"
 #include "png.h"
 #include "rewards/align.h"
+#include "rewards/reward.h"
 #include "runners/eval.h"
 #include "runners/runner_util.h"
 #include "sampler.h"
@@ -47,15 +48,17 @@ typedef struct {
     int num_prompts;
     int *prompt_index;    /* [P] */
     int32_t *tokens;      /* [n, T] */
-    float *rewards, *adv; /* [n] */
-    float *curve;         /* [n, trainable] relative L1 per step */
-    float *profile_mean;  /* [trainable] the mean curve of the last profile */
-    float *weights;       /* [n, chunks] */
-    int *chosen;          /* [n, n_train] */
-    GrpoItem *items;      /* [G * n_train] */
-    int *item_chunk;      /* [G * n_train] the chunk index of each item */
-    GrpoItemStats *stats; /* [n * n_train] */
-    float *ratio_of;      /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
+    float *comp;          /* [n, REWARD_COMPONENTS] every reward component of every image */
+    float *rewards, *adv; /* [n] config.rewards' total and its advantages */
+    float *chunk_reward, *chunk_adv; /* [chunk_rewards.count, n] with per-chunk rewards */
+    float *curve;                    /* [n, trainable] relative L1 per step */
+    float *profile_mean;             /* [trainable] the mean curve of the last profile */
+    float *weights;                  /* [n, chunks] */
+    int *chosen;                     /* [n, n_train] */
+    GrpoItem *items;                 /* [G * n_train] */
+    int *item_chunk;                 /* [G * n_train] the chunk index of each item */
+    GrpoItemStats *stats;            /* [n * n_train] */
+    float *ratio_of; /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
 } Run;
 
 static void run_free(Run *r)
@@ -68,6 +71,7 @@ static void run_free(Run *r)
         for (int i = 0; i < r->threads; i++) align_workspace_free(r->align_ws[i]);
     free(r->align_ws);
     free(r->prompt_index), free(r->tokens), free(r->rewards), free(r->adv), free(r->curve);
+    free(r->comp), free(r->chunk_reward), free(r->chunk_adv);
     free(r->profile_mean);
     free(r->weights), free(r->chosen), free(r->items), free(r->item_chunk), free(r->stats);
     free(r->ratio_of);
@@ -167,6 +171,10 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     r->tokens = malloc((size_t)r->n * T * sizeof(int32_t));
     r->rewards = malloc((size_t)r->n * sizeof(float));
     r->adv = malloc((size_t)r->n * sizeof(float));
+    r->comp = malloc((size_t)r->n * REWARD_COMPONENTS * sizeof(float));
+    int per_chunk = c->chunk_rewards.count ? c->chunk_rewards.count : 1;
+    r->chunk_reward = malloc((size_t)r->n * per_chunk * sizeof(float));
+    r->chunk_adv = malloc((size_t)r->n * per_chunk * sizeof(float));
     r->curve = malloc((size_t)r->n * K * sizeof(float));
     r->profile_mean = malloc((size_t)K * sizeof(float));
     r->weights = malloc((size_t)r->n * K * sizeof(float));
@@ -178,8 +186,9 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     if (c->ema_decay > 0 && (r->ema = malloc(r->model.num_params * sizeof(float))))
         memcpy(r->ema, r->model.params, r->model.num_params * sizeof(float));
     if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || (c->ema_decay > 0 && !r->ema) ||
-        !r->align_ws || !r->prompt_index || !r->tokens || !r->rewards || !r->adv || !r->curve ||
-        !r->profile_mean || !r->weights || !r->chosen || !r->items || !r->stats || !r->ratio_of)
+        !r->align_ws || !r->prompt_index || !r->tokens || !r->rewards || !r->adv || !r->comp ||
+        !r->chunk_reward || !r->chunk_adv || !r->curve || !r->profile_mean || !r->weights ||
+        !r->chosen || !r->items || !r->stats || !r->ratio_of)
         goto oom;
     for (int i = 0; i < r->threads; i++)
         if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
@@ -193,8 +202,9 @@ oom:
 typedef struct {
     double t_sample, t_reward, t_opt;
     double reward_mean, reward_std, reward_min, reward_max;
+    double comp_mean[REWARD_COMPONENTS], comp_std[REWARD_COMPONENTS];
     double adv_mean, adv_std, adv_abs_max;
-    int tied_groups;
+    double tied_fraction; /* of the groups, averaged over the rewards advantages came from */
     int items, clipped;
     double loss_sum, ratio_sum, ratio_min, ratio_max, k3_sum, kl_sum;
     double grad_norm_sum;
@@ -202,6 +212,23 @@ typedef struct {
         chunk_ratio_max[GRPO_MAX_CHUNKS];
     int chunk_items[GRPO_MAX_CHUNKS];
 } IterStats;
+
+/* The advantage of trajectory b's chunk ch: from the chunk's own reward when the config gives
+ * per-chunk rewards, else from config.rewards. */
+static float advantage_of(const Run *r, int b, int ch)
+{
+    return r->c->chunk_rewards.count ? r->chunk_adv[(size_t)ch * r->n + b] : r->adv[b];
+}
+
+/* Mean and population std of x [n] into *mean, *std (in double). */
+static void mean_std(const float *x, size_t n, size_t stride, double *mean, double *std)
+{
+    double sum = 0, sq = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += x[i * stride], sq += (double)x[i * stride] * x[i * stride];
+    *mean = sum / n;
+    *std = sqrt(fmax(0, sq / n - *mean * *mean));
+}
 
 static void add_item_stats(IterStats *st, int chunk, const GrpoItemStats *s)
 {
@@ -232,11 +259,12 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
         for (int k = 0; k < r->n_train; k++) {
             int ch = r->chosen[b * r->trainable + k];
             r->ratio_of[b * r->trainable + ch] = NAN;
-            if (r->adv[b] == 0.0f && c->kl_coef == 0) continue;
+            float adv = advantage_of(r, b, ch);
+            if (adv == 0.0f && c->kl_coef == 0) continue;
             r->items[n_items] = (GrpoItem){.traj = b,
                                            .start = r->chunks.start[ch],
                                            .size = r->chunks.size[ch],
-                                           .advantage = r->adv[b]};
+                                           .advantage = adv};
             r->item_chunk[n_items] = ch;
             n_items++;
         }
@@ -307,7 +335,12 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
 #pragma omp atomic write
             failed = 1;
         } else {
-            r->rewards[b] = res.score;
+            float *comp = r->comp + (size_t)b * REWARD_COMPONENTS;
+            reward_components(&res, comp);
+            r->rewards[b] = reward_weighted(&c->rewards, comp);
+            for (int k = 0; k < c->chunk_rewards.count; k++)
+                r->chunk_reward[(size_t)k * n + b] =
+                    reward_weighted(&c->chunk_rewards.item[k], comp);
         }
     }
     if (failed) {
@@ -316,23 +349,27 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
     }
     double t2 = omp_get_wtime();
 
-    double sum = 0, sq = 0;
+    mean_std(r->rewards, n, 1, &st->reward_mean, &st->reward_std);
     st->reward_min = INFINITY, st->reward_max = -INFINITY;
     for (int b = 0; b < n; b++) {
-        sum += r->rewards[b], sq += (double)r->rewards[b] * r->rewards[b];
         st->reward_min = fmin(st->reward_min, r->rewards[b]);
         st->reward_max = fmax(st->reward_max, r->rewards[b]);
     }
-    st->reward_mean = sum / n;
-    st->reward_std = sqrt(fmax(0, sq / n - st->reward_mean * st->reward_mean));
-    st->tied_groups = grpo_advantages(r->rewards, P, G, (float)c->adv_clip, r->adv);
-    sum = sq = 0;
-    for (int b = 0; b < n; b++) {
-        sum += r->adv[b], sq += (double)r->adv[b] * r->adv[b];
-        st->adv_abs_max = fmax(st->adv_abs_max, fabsf(r->adv[b]));
+    for (int k = 0; k < REWARD_COMPONENTS; k++)
+        mean_std(r->comp + k, n, REWARD_COMPONENTS, &st->comp_mean[k], &st->comp_std[k]);
+    /* the advantages training uses: config.rewards', or every chunk's from its own reward */
+    float *adv = r->adv;
+    int sources = 1;
+    st->tied_fraction = grpo_advantages(r->rewards, P, G, (float)c->adv_clip, r->adv);
+    if (c->chunk_rewards.count) {
+        adv = r->chunk_adv, sources = c->chunk_rewards.count, st->tied_fraction = 0;
+        for (int k = 0; k < sources; k++)
+            st->tied_fraction += grpo_advantages(r->chunk_reward + (size_t)k * n, P, G,
+                                                 (float)c->adv_clip, r->chunk_adv + (size_t)k * n);
     }
-    st->adv_mean = sum / n;
-    st->adv_std = sqrt(fmax(0, sq / n - st->adv_mean * st->adv_mean));
+    st->tied_fraction /= (double)P * sources;
+    mean_std(adv, (size_t)n * sources, 1, &st->adv_mean, &st->adv_std);
+    for (int i = 0; i < n * sources; i++) st->adv_abs_max = fmax(st->adv_abs_max, fabsf(adv[i]));
 
     /* chunks to train, per trajectory: uniform, or weighted by its own dynamics */
     for (int b = 0; b < n; b++) {
@@ -373,12 +410,17 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st, 
     json_object_set_new(o, "reward_std", json_real(st->reward_std));
     json_object_set_new(o, "reward_min", json_real(st->reward_min));
     json_object_set_new(o, "reward_max", json_real(st->reward_max));
-    json_object_set_new(o, "reward_align_mean", json_real(st->reward_mean));
+    for (int k = 0; k < REWARD_COMPONENTS; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "reward_%s_mean", experiment_reward_names[k]);
+        json_object_set_new(o, key, json_real(st->comp_mean[k]));
+        snprintf(key, sizeof key, "reward_%s_std", experiment_reward_names[k]);
+        json_object_set_new(o, key, json_real(st->comp_std[k]));
+    }
     json_object_set_new(o, "advantage_mean", json_real(st->adv_mean));
     json_object_set_new(o, "advantage_std", json_real(st->adv_std));
     json_object_set_new(o, "advantage_abs_max", json_real(st->adv_abs_max));
-    json_object_set_new(o, "tied_group_fraction",
-                        json_real((double)st->tied_groups / c->prompts_per_iter));
+    json_object_set_new(o, "tied_group_fraction", json_real(st->tied_fraction));
     json_object_set_new(o, "loss", json_real(st->loss_sum / items));
     json_object_set_new(o, "clip_fraction", json_real((double)st->clipped / items));
     json_object_set_new(o, "ratio_mean", json_real(st->items ? st->ratio_sum / items : 1.0));
@@ -435,6 +477,17 @@ static int write_group_view(const Run *r, const char *out, int iter, char *err, 
         json_t *m = json_object(), *ratios = json_array();
         json_object_set_new(m, "reward", json_real(r->rewards[j]));
         json_object_set_new(m, "advantage", json_real(r->adv[j]));
+        json_t *comp = json_object();
+        for (int k = 0; k < REWARD_COMPONENTS; k++)
+            json_object_set_new(comp, experiment_reward_names[k],
+                                json_real(r->comp[j * REWARD_COMPONENTS + k]));
+        json_object_set_new(m, "components", comp);
+        if (r->c->chunk_rewards.count) {
+            json_t *ca = json_array();
+            for (int ch = 0; ch < r->chunks.count; ch++)
+                json_array_append_new(ca, json_real(advantage_of(r, j, ch)));
+            json_object_set_new(m, "chunk_advantage", ca);
+        }
         for (int ch = 0; ch < r->chunks.count; ch++) {
             float v = r->ratio_of[j * r->trainable + ch];
             int trained = 0;

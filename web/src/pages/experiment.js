@@ -50,14 +50,20 @@ function groupView(id, iteration, byIter, onLeave) {
     blobUrl(id, files.json).then(async (url) => {
       const g = await (await fetch(url)).json();
       URL.revokeObjectURL(url);
+      const perChunk = g.members.some((m) => m.chunk_advantage); // config.chunk_rewards: one advantage per chunk
       table.replaceChildren(
         h('p', {}, `prompt: “${g.prompt}”, chunks ${JSON.stringify(g.chunks)}`,
           g.rewards_all_equal ? h('strong', { class: 'error' }, ' — all rewards equal: no learning signal') : ''),
         h('table', { class: g.rewards_all_equal ? 'flagged' : '' },
           h('thead', {}, h('tr', {}, h('th', {}, '#'), h('th', {}, 'reward'), h('th', {}, 'advantage'),
+            perChunk ? (g.chunks || []).map((_, c) => h('th', {}, `advantage chunk ${c}`)) : [],
             (g.chunks || []).map((_, c) => h('th', {}, `ratio chunk ${c}`)))),
           h('tbody', {}, g.members.map((m, j) => h('tr', {},
-            h('td', {}, String(j)), h('td', { class: 'num' }, fmt(m.reward)), h('td', { class: 'num' }, fmt(m.advantage)),
+            h('td', {}, String(j)),
+            // the reward's components (align and its parts) on hover
+            h('td', { class: 'num', title: Object.entries(m.components || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(', ') }, fmt(m.reward)),
+            h('td', { class: 'num' }, fmt(m.advantage)),
+            (m.chunk_advantage || []).map((a) => h('td', { class: 'num', 'data-chunk-advantage': '' }, fmt(a))),
             m.chunk_ratio.map((r) => h('td', { class: 'num' }, fmt(r))))))));
     }).catch((e) => table.replaceChildren(h('p', { class: 'error' }, e.message)));
   } else table.replaceChildren();
