@@ -126,7 +126,7 @@ try {
     await page.goto(`${BASE}/#/experiments/${A}`);
     await page.waitForSelector('[data-charts-drawn]');
     assert(await page.getAttribute('[data-chart="reward (mean)"]', 'data-points') === '41', 'reward chart points');
-    assert(await page.getAttribute('[data-chart="eval align (held-out ODE)"]', 'data-points') === '4', 'eval chart points');
+    assert(await page.getAttribute('[data-chart="eval align (held-out ODE)"]', 'data-points') === '5', 'eval chart points');
     assert((await page.$$('.chart canvas')).length >= 8, 'fewer than 8 charts');
     await page.waitForFunction(() => document.querySelector('[data-logs]').textContent.includes('seeded by browser.sh'));
     assert((await page.textContent('main')).includes('groups/iter-0000020.json'), 'artifact list');
@@ -180,12 +180,16 @@ try {
     assert((await page.textContent('main')).includes('"iterations": 60'), 'the clone\'s config');
   });
 
-  await check('compare: overlaid curves, final eval align with the gain, the config diff', async () => {
+  await check('compare: overlaid curves, final eval align with the gain over the base and the relative gain, the config diff', async () => {
     await page.goto(`${BASE}/#/compare?ids=${A},${B}`);
     await page.waitForSelector('table[data-diff]');
     assert((await page.$$('[data-page=compare] .chart')).length === 2, 'two charts');
     const final = await page.textContent('table[data-final]');
-    assert(final.includes('0.5') && final.includes('-0.05'), `final table: ${final}`);
+    // A: 0.45 -> 0.519, B: 0.45 -> 0.469; the paper's relative gain is over the first (A)
+    assert(final.includes('0.45') && final.includes('0.519'), `final table: ${final}`);
+    const col = (a) => page.$$eval(`table[data-final] [${a}]`, (c) => c.map((e) => e.textContent).join(' '));
+    assert(await col('data-gain') === '+0.06903 +0.01903', `gains: ${await col('data-gain')}`);
+    assert(await col('data-relative-gain') === '1.00 0.28', `relative gains: ${await col('data-relative-gain')}`);
     assert((await page.textContent('table[data-diff]')).includes('method'), 'the diff lacks method');
     await page.waitForFunction(() => [...document.querySelectorAll('[data-compare-gallery] img')].filter((i) => i.naturalWidth === 64).length === 1);
     assert((await page.textContent('[data-compare-gallery]')).includes('no grid at this iteration'), 'B has no grid at 20');

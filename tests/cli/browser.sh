@@ -57,6 +57,12 @@ TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/heartbeat" "{\"experiment_id\": $A,
 metrics "$B" 1 1 40 -0.05 | post_events "$B"
 TOKEN=$WTOKEN api POST "/api/v1/experiments/$A/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": 41, \"type\": \"log\", \"data\": {\"level\": \"info\", \"message\": \"seeded by browser.sh\"}}]}"
 check "metrics and a log line for two experiments" [ "$status" = 200 ]
+# the base model's evaluation at iteration 0, as a grpo runner sends it first: both runs start at 0.45
+for e in "$A 42" "$B 41"; do
+    set -- $e
+    TOKEN=$WTOKEN api POST "/api/v1/experiments/$1/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": $2, \"type\": \"metrics\", \"data\": {\"iteration\": 0, \"values\": {\"eval_align\": 0.45}}}]}"
+done
+check "the base evaluations at iteration 0" [ "$status" = 200 ]
 ok=1
 for s in $(seq 0 1000 9000); do
     metrics "$BIG" $((s + 1)) $((s + 1)) 1000 0 >"$TMP/batch.json"
@@ -96,7 +102,7 @@ done
 check "200 eval grids for the big experiment" [ $ok = 1 ]
 
 mkdir -p "${BUILD:-build}/screenshots"
-export BASE TOKEN=$ADMIN WORKER_TOKEN=$WTOKEN WORKER_ID=$WID EXP_A=$A EXP_B=$B EXP_BIG=$BIG NEXT_SEQ_A=42 CHROMIUM \
+export BASE TOKEN=$ADMIN WORKER_TOKEN=$WTOKEN WORKER_ID=$WID EXP_A=$A EXP_B=$B EXP_BIG=$BIG NEXT_SEQ_A=43 CHROMIUM \
     SCREENSHOTS="${BUILD:-build}/screenshots"
 node tests/browser/dashboard.test.mjs >"$TMP/node.out" 2>&1
 rc=$?

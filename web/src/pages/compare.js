@@ -1,5 +1,5 @@
 // Compare: pick experiments; overlaid reward_mean and eval_align curves, final eval_align with
-// the gain over the first picked experiment, their eval grids side by side at one iteration (the
+// each run's gain over its base model and the gain relative to the first picked one's, their eval grids side by side at one iteration (the
 // held-out seeds are the same in every run), and each one's config diff against the first.
 import { api } from '../api.js';
 import { h, fmt } from '../dom.js';
@@ -41,16 +41,24 @@ export async function comparePage(root, { query }, onLeave) {
     onLeave(() => chart.destroy());
   }
 
-  const base = last(runs[0].series.eval_align);
+  // algorithm.md section 7: each run's gain over the base model (its own evaluation at iteration
+  // 0), and the paper's relative gain (method - base) / (baseline - base), the first picked run
+  // being the baseline (step-level GRPO in the paper's table)
+  const baseOf = (s) => (s && s.iteration[0] === 0 ? s.value[0] : null);
+  const gainOf = (r) => { const v = last(r.series.eval_align), b = baseOf(r.series.eval_align); return v == null || b == null ? null : v - b; };
+  const refGain = gainOf(runs[0]);
+  const signed = (x) => (x == null ? '–' : `${x >= 0 ? '+' : ''}${fmt(x)}`);
   root.append(h('h2', {}, 'Final eval align'),
     h('table', { 'data-final': '' },
-      h('thead', {}, h('tr', {}, ['experiment', 'method', 'status', 'final eval align', 'gain over first'].map((t) => h('th', {}, t)))),
-      h('tbody', {}, runs.map((r, i) => {
-        const v = last(r.series.eval_align);
+      h('thead', {}, h('tr', {}, ['experiment', 'method', 'status', 'base (iteration 0)', 'final eval align', 'gain', 'relative gain'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, runs.map((r) => {
+        const gain = gainOf(r);
         return h('tr', {}, h('td', {}, h('a', { href: `#/experiments/${r.id}` }, label(r))),
           h('td', {}, r.exp.config?.method || r.exp.kind), h('td', {}, r.exp.status),
-          h('td', { class: 'num' }, fmt(v)),
-          h('td', { class: 'num' }, i === 0 || v == null || base == null ? '–' : `${v - base >= 0 ? '+' : ''}${fmt(v - base)}`));
+          h('td', { class: 'num' }, fmt(baseOf(r.series.eval_align))),
+          h('td', { class: 'num' }, fmt(last(r.series.eval_align))),
+          h('td', { class: 'num', 'data-gain': '' }, signed(gain)),
+          h('td', { class: 'num', 'data-relative-gain': '' }, gain == null || !refGain ? '–' : (gain / refGain).toFixed(2)));
       }))));
 
   const its = [...new Set(runs.flatMap((r) => [...r.grids.keys()]))].sort((a, b) => a - b);
