@@ -124,7 +124,15 @@ int h_experiment_clone(Server *srv, Request *rq)
         bad_field(rq, "changes", "expected an object of config fields");
     } else if (read_options(srv, rq, body, allowed, &e) == 0) {
         json_t *config = json_deep_copy(json_object_get(orig, "config"));
-        if (changes) json_object_update(config, changes);
+        /* a change to null removes the field, so the new config takes its default (JSON
+         * merge patch, RFC 7396, at the top level) */
+        const char *key;
+        json_t *v;
+        json_object_foreach(changes, key, v)
+        {
+            if (json_is_null(v)) json_object_del(config, key);
+            else json_object_set(config, key, v);
+        }
         if (!json_object_get(body, "priority"))
             e.priority = (int)json_integer_value(json_object_get(orig, "priority"));
         ret = create_from(srv, rq, config, &e);

@@ -111,7 +111,11 @@ try {
     assert(await page.inputValue('[data-fields] [aria-label=method]') === 'grpo', 'method not taken from the editor');
     await page.selectOption('[data-fields] [aria-label=kind]', 'eval');
     assert(await page.$('[data-fields] [aria-label=model]') && !(await page.$('[data-fields] [aria-label=lr]')), 'eval fields');
-    assert(JSON.parse(await page.inputValue('textarea[aria-label=config]')).kind === 'eval', 'kind not in the editor');
+    const evalConfig = JSON.parse(await page.inputValue('textarea[aria-label=config]'));
+    assert(evalConfig.kind === 'eval', 'kind not in the editor');
+    // the grpo-only fields go, those eval has too (group_size, model, seed) stay
+    assert(!('lr' in evalConfig) && !('iterations' in evalConfig) && !('method' in evalConfig) && evalConfig.group_size === 4 && evalConfig.model && evalConfig.seed !== undefined,
+      `fields after switching kind: ${JSON.stringify(evalConfig)}`);
     await shot(page, '03-new-form');
   });
   await check('a valid preset submitted appears in the list', async () => {
@@ -167,15 +171,17 @@ try {
     await shot(page, '04-experiment');
   });
 
-  await check('clone: the New page with the config, submitted as the changes only', async () => {
+  await check('clone: the New page with the config, submitted as the changes only (a removed field as null)', async () => {
     await page.click('a:has-text("Clone")');
     await page.waitForSelector(`form[data-clone="${A}"] [data-fields]`);
     assert(await page.inputValue('input[aria-label=name]') === 'copy of alpha-chunk', 'name');
     assert(JSON.parse(await page.inputValue('textarea[aria-label=config]')).iterations === 50, 'config not prefilled');
     await page.fill('[data-fields] [aria-label=iterations]', '60');
+    await page.fill('[data-fields] [aria-label=seed]', ''); // removed: sent as null, the default applies
+    assert(!('seed' in JSON.parse(await page.inputValue('textarea[aria-label=config]'))), 'seed still in the editor');
     const [request] = await Promise.all([page.waitForRequest((r) => r.url().endsWith(`/experiments/${A}/clone`)), page.click('button[type=submit]')]);
     const body = request.postDataJSON();
-    assert(JSON.stringify(body) === JSON.stringify({ changes: { iterations: 60 }, name: 'copy of alpha-chunk' }), `body: ${request.postData()}`);
+    assert(JSON.stringify(body) === JSON.stringify({ changes: { seed: null, iterations: 60 }, name: 'copy of alpha-chunk' }), `body: ${request.postData()}`);
     await page.waitForSelector('h1:has-text("copy of alpha-chunk")');
     assert((await page.textContent('main')).includes('"iterations": 60'), 'the clone\'s config');
   });

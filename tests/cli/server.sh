@@ -199,6 +199,11 @@ expect "retry of a queued experiment: 409" 409 conflict
 TOKEN=$T_write api POST /api/v1/experiments/$E1/clone '{"changes": {"lr": 1e-4, "method": "grpo"}, "name": "clone"}'
 check "clone with changes" [ "$status" = 201 -a "$(jget "j['parent_id'], j['config']['lr'], j['config']['method'], j['config']['iterations']")" = "($E1, 0.0001, 'grpo', 3)" ]
 C1=$(jget "j['id']")
+TOKEN=$T_write api POST /api/v1/experiments/$E1/clone '{"changes": {"iterations": null, "lr": 5e-5}}'
+check "a clone's change to null removes the field (its default applies)" [ "$status" = 201 -a "$(jget "j['config']['iterations'], j['config']['lr']")" = "(100, 5e-05)" ]
+E_NULL=$(jget "j['id']") # out of the queue again, as the counts below expect
+TOKEN=$T_write api POST /api/v1/experiments/$E_NULL/cancel && TOKEN=$T_write api DELETE /api/v1/experiments/$E_NULL
+check "  (and deleted again)" [ "$status" = 200 -o "$status" = 204 ]
 TOKEN=$T_write api POST /api/v1/experiments/$E1/clone '{"changes": {"lr": -1}}'
 expect "a clone's bad change is named" 400 invalid_config config.lr
 api GET /api/v1/experiments/$E1/diff/$C1

@@ -31,13 +31,18 @@ function lineOf(text, path) {
   return found;
 }
 
-// The top-level fields of config whose values differ from original's.
-const changesFrom = (original, config) =>
-  Object.fromEntries(Object.entries(config).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(original[k])));
+// The top-level fields of config whose values differ from original's; a field the editor removed
+// is sent as null, which the server's clone removes (the field takes its default).
+const changesFrom = (original, config) => ({
+  ...Object.fromEntries(Object.keys(original).filter((k) => !(k in config)).map((k) => [k, null])),
+  ...Object.fromEntries(Object.entries(config).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(original[k]))),
+});
 
 export async function newPage(root, { query }) {
   const cloneId = Number(query.get('clone')) || null;
-  const original = cloneId ? await api(`/experiments/${cloneId}`) : null;
+  const [original, schema] = await Promise.all([cloneId ? api(`/experiments/${cloneId}`) : null, api('/schema/experiment')]);
+  // each kind's fields, from the schema the server validates with
+  const fieldsOf = Object.fromEntries(schema.oneOf.map((b) => [b.title, new Set(Object.keys(b.properties))]));
   const names = Object.keys(PRESETS);
   const editor = h('textarea', { spellcheck: false, 'aria-label': 'config', oninput: () => { numberLines(); fillForm(); } });
   const gutter = h('pre', { class: 'gutter' });
@@ -96,6 +101,8 @@ export async function newPage(root, { query }) {
     const { value, type } = inputs[k];
     if (value === '') delete config[k];
     else config[k] = type === 'number' ? Number(value) : value;
+    // another kind: drop the fields the new kind does not have (the server would refuse them)
+    if (k === 'kind' && fieldsOf[value]) for (const f of Object.keys(config)) if (!fieldsOf[value].has(f)) delete config[f];
     editor.value = JSON.stringify(config, null, 2);
     showError('');
     fillForm();
