@@ -1582,26 +1582,55 @@ static json_t *series_json(const Series *p, int max_points)
     return json_pack("{s:o, s:o}", "iteration", its, "value", vals);
 }
 
-/* Reads q's rows (key, iteration, value) into series objects of out, one per key. */
-static int points_read(sqlite3_stmt *q, json_t *out, int max_points)
+/* One key's points, as read under the lock; turned into JSON after it. */
+typedef struct {
+    char *key;
+    Series p;
+} KeySeries;
+
+typedef struct {
+    KeySeries *items;
+    size_t n, cap;
+} SeriesSet;
+
+static void series_set_free(SeriesSet *set)
 {
-    Series p = {0};
-    char *key = NULL;
+    for (size_t i = 0; i < set->n; i++) {
+        free(set->items[i].key);
+        free(set->items[i].p.iteration);
+        free(set->items[i].p.value);
+    }
+    free(set->items);
+}
+
+/* Appends q's rows (key, iteration, value, in key order) to set, one entry per key. Only the
+ * reading needs the store's lock; the JSON is built after it. */
+static int points_read(sqlite3_stmt *q, SeriesSet *set)
+{
+    KeySeries *cur = NULL;
     int rc = SQLITE_DONE, failed = 0;
     while (!failed && (rc = sqlite3_step(q)) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(q, 0);
-        if (!key || strcmp(k, key)) {
-            if (key) json_object_set_new(out, key, series_json(&p, max_points));
-            free(key);
-            key = strdup(k);
-            p.n = 0;
+        if (!cur || strcmp(k, cur->key)) {
+            if (set->n == set->cap) {
+                size_t cap = set->cap ? 2 * set->cap : 16;
+                KeySeries *items = realloc(set->items, cap * sizeof *items);
+                if (!items) {
+                    failed = 1;
+                    break;
+                }
+                set->items = items, set->cap = cap;
+            }
+            cur = &set->items[set->n];
+            *cur = (KeySeries){.key = strdup(k)};
+            if (!cur->key) {
+                failed = 1;
+                break;
+            }
+            set->n++;
         }
-        failed = !key || series_push(&p, sqlite3_column_int64(q, 1), sqlite3_column_double(q, 2));
+        failed = series_push(&cur->p, sqlite3_column_int64(q, 1), sqlite3_column_double(q, 2));
     }
-    if (key && !failed) json_object_set_new(out, key, series_json(&p, max_points));
-    free(key);
-    free(p.iteration);
-    free(p.value);
     done(q);
     return failed || rc != SQLITE_DONE ? -1 : 0;
 }
@@ -1609,7 +1638,7 @@ static int points_read(sqlite3_stmt *q, json_t *out, int max_points)
 json_t *store_metrics(Store *s, int64_t id, const char *const *keys, int nkeys, int64_t after_id,
                       int max_points)
 {
-    json_t *series = json_object();
+    SeriesSet set = {0};
     int failed = 0;
     lock(s);
     int64_t last = query_int(s, ST_EXP_LAST_EVENT, id, -1);
@@ -1620,13 +1649,17 @@ json_t *store_metrics(Store *s, int64_t id, const char *const *keys, int nkeys, 
         sqlite3_bind_int64(q, 1, id);
         sqlite3_bind_int64(q, 2, after_id);
         if (keys) sqlite3_bind_text(q, 3, keys[k], -1, SQLITE_STATIC);
-        failed = points_read(q, series, max_points);
+        failed = points_read(q, &set);
     }
     unlock(s);
-    if (failed || last < 0) {
-        json_decref(series);
-        return NULL;
+    json_t *series = NULL;
+    if (!failed && last >= 0) {
+        series = json_object();
+        for (size_t i = 0; i < set.n; i++)
+            json_object_set_new(series, set.items[i].key, series_json(&set.items[i].p, max_points));
     }
+    series_set_free(&set);
+    if (!series) return NULL;
     return json_pack("{s:I, s:o}", "last_event_id", (json_int_t)(last > after_id ? last : after_id),
                      "series", series);
 }
