@@ -233,6 +233,34 @@ static int make_parents(char *path)
     return 0;
 }
 
+/* After a new checkpoints/latest (the file at latest_path names its folder): forgets the older
+ * checkpoint folders beyond `keep`, then deletes their files, so that a long run does not fill
+ * the disk with checkpoints nobody resumes from. Best effort: a failure leaves files behind. */
+static void prune_checkpoints(Server *srv, int64_t id, const char *latest_path, int keep)
+{
+    char latest[256] = "";
+    FILE *f = fopen(latest_path, "r");
+    if (f) {
+        if (!fgets(latest, sizeof latest, f)) latest[0] = 0;
+        fclose(f);
+    }
+    latest[strcspn(latest, "\r\n")] = 0;
+    if (!latest[0] || strchr(latest, '/') || !store_artifact_name_ok(latest)) return;
+    json_t *forgotten = store_checkpoints_prune(srv->store, id, latest, keep);
+    size_t i;
+    json_t *name;
+    char path[8192];
+    json_array_foreach(forgotten, i, name)
+    {
+        snprintf(path, sizeof path, "%s/artifacts/%lld/%s", store_data_dir(srv->store),
+                 (long long)id, json_string_value(name));
+        unlink(path);
+        *strrchr(path, '/') = 0;
+        rmdir(path); /* once its last file is gone */
+    }
+    json_decref(forgotten);
+}
+
 int h_artifact_put(Server *srv, Request *rq)
 {
     int64_t id = rq_id(rq, 0);
@@ -248,6 +276,9 @@ int h_artifact_put(Server *srv, Request *rq)
     if (rq_query_int(rq, "iteration", -1, -1, INT64_MAX, &iteration)) return REPLIED;
     json_t *x = store_experiment_get(srv->store, id);
     if (!x) return reply_error(rq, 404, "not_found", NULL, "no experiment %lld", (long long)id);
+    /* the checkpoint folders the server keeps: the config's own count, as the runner keeps */
+    json_t *keep_v = json_object_get(json_object_get(x, "config"), "keep_checkpoints");
+    int keep = json_is_integer(keep_v) ? (int)json_integer_value(keep_v) : 2;
     json_decref(x);
     uint8_t digest[32];
     char hex[65], path[8192];
@@ -265,6 +296,7 @@ int h_artifact_put(Server *srv, Request *rq)
     StoreRc rc = store_artifact_add(srv->store, id, name, type, (int64_t)rq->upload_len, hex,
                                     iteration, err, sizeof err);
     if (rc != STORE_OK) return reply_store_error(rq, rc, err);
+    if (strcmp(name, "checkpoints/latest") == 0) prune_checkpoints(srv, id, path, keep);
     json_t *a = store_artifact_get(srv->store, id, name);
     char location[8300];
     snprintf(location, sizeof location, "/api/v1/experiments/%lld/artifacts/%s", (long long)id,

@@ -72,6 +72,8 @@ enum {
     ST_ARTIFACTS,
     ST_ARTIFACT_GET,
     ST_CHECKPOINT,
+    ST_CHECKPOINT_FILES,
+    ST_CHECKPOINT_FORGET,
     ST_WORKER_INSERT,
     ST_WORKER_SEEN,
     ST_WORKERS,
@@ -153,6 +155,9 @@ static const char *const stmt_sql[ST_COUNT] = {
      * ('0' follows '/') */
     [ST_CHECKPOINT] = ART_COLS "WHERE experiment_id = ?1 AND name >= 'checkpoints/' AND "
                                "name < 'checkpoints0' ORDER BY created_at DESC, id DESC LIMIT 1",
+    [ST_CHECKPOINT_FILES] = "SELECT name FROM artifacts WHERE experiment_id = ?1 AND name >= "
+                            "'checkpoints/' AND name < 'checkpoints0' ORDER BY name DESC",
+    [ST_CHECKPOINT_FORGET] = "DELETE FROM artifacts WHERE experiment_id = ?1 AND name = ?2",
     [ST_WORKER_INSERT] = "INSERT INTO workers (id, token_id, name, backend, device, version, "
                          "memory_mb, threads, registered_at, last_seen_at) "
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
@@ -1805,6 +1810,63 @@ json_t *store_artifact_get(Store *s, int64_t id, const char *name)
     }
     unlock(s);
     return a;
+}
+
+/* The folder F of "checkpoints/F/FILE" into folder (NUL-terminated); 0 when name is not a file of
+ * a checkpoint folder (checkpoints/latest is not). */
+static int checkpoint_folder(const char *name, char *folder, size_t len)
+{
+    const char *f = name + strlen("checkpoints/"), *slash = strchr(f, '/');
+    if (!slash || (size_t)(slash - f) >= len) return 0;
+    memcpy(folder, f, (size_t)(slash - f));
+    folder[slash - f] = 0;
+    return 1;
+}
+
+static StoreRc prune_tx(Store *s, int64_t id, const char *latest, int keep, json_t *forgotten,
+                        char *err, size_t errlen)
+{
+    sqlite3_stmt *q = s->stmt[ST_CHECKPOINT_FILES];
+    sqlite3_bind_int64(q, 1, id);
+    char folder[256], newest[256] = "";
+    int folders = 0, rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) { /* newest folder first */
+        const char *name = (const char *)sqlite3_column_text(q, 0);
+        if (!checkpoint_folder(name, folder, sizeof folder)) continue;
+        if (strcmp(folder, newest)) snprintf(newest, sizeof newest, "%s", folder), folders++;
+        if (folders > keep && strcmp(folder, latest))
+            json_array_append_new(forgotten, json_string(name));
+    }
+    done(q);
+    if (rc != SQLITE_DONE) {
+        set_err(err, errlen, "reading the checkpoints of experiment %lld: %s", (long long)id,
+                sqlite3_errmsg(s->db));
+        return STORE_ERROR;
+    }
+    size_t i;
+    json_t *name;
+    json_array_foreach(forgotten, i, name)
+    {
+        q = s->stmt[ST_CHECKPOINT_FORGET];
+        sqlite3_bind_int64(q, 1, id);
+        sqlite3_bind_text(q, 2, json_string_value(name), -1, SQLITE_STATIC);
+        if (step_row(s, q, err, errlen) < 0) return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+json_t *store_checkpoints_prune(Store *s, int64_t id, const char *latest, int keep)
+{
+    json_t *forgotten = json_array();
+    char err[256];
+    lock(s);
+    StoreRc rc = tx_begin(s, err, sizeof err);
+    if (rc == STORE_OK)
+        rc = tx_end(s, prune_tx(s, id, latest, keep, forgotten, err, sizeof err), err, sizeof err);
+    unlock(s);
+    if (rc == STORE_OK) return forgotten;
+    json_decref(forgotten);
+    return NULL;
 }
 
 /* ---- workers ---- */

@@ -124,6 +124,11 @@ StoreRc store_artifact_add(Store *s, int64_t id, const char *name, const char *c
                            size_t errlen);
 json_t *store_artifacts(Store *s, int64_t id); /* {"items": [...]} or NULL */
 json_t *store_artifact_get(Store *s, int64_t id, const char *name);
+/* Checkpoint retention: of the folders checkpoints/F/ of experiment id, forgets every one but
+ * `latest` (the folder checkpoints/latest names) and the newest `keep` by name (folders are named
+ * by zero-padded iteration). Returns the forgotten artifact names as a JSON array (for the caller
+ * to delete their files, after the rows are gone), or NULL on a database error. */
+json_t *store_checkpoints_prune(Store *s, int64_t id, const char *latest, int keep);
 
 /* ---- workers ---- */
 /* caps: {"name", "backend", "device", "memory_mb", "threads", "version"}; writes "w-" + 16 hex

@@ -174,6 +174,21 @@ check "a byte range: 206 with those bytes" eval '[ "$code" = 206 ] && cmp -s "$T
 check "  and Content-Range" grep -qi '^Content-Range: bytes 10-19/3000' "$TMP/h"
 code=$(curl -s -H "Authorization: Bearer $ADMIN" -H 'Range: bytes=5000-' -o /dev/null -w '%{http_code}' "$BASE/api/v1/experiments/$E1/artifacts/samples/iter-1.png")
 check "a range past the end: 416" [ "$code" = 416 ]
+# checkpoint retention: each new checkpoints/latest leaves the newest keep_checkpoints (2) folders
+for it in 1 2 3; do
+    for f in a.bin b.bin; do
+        TOKEN=$T_worker api PUT "/api/v1/experiments/$E1/artifacts/checkpoints/iter-000000$it/$f?worker_id=$W1&iteration=$it" '' --data-binary @"$TMP/blob.png"
+    done
+    printf 'iter-000000%s' $it >"$TMP/latest"
+    TOKEN=$T_worker api PUT "/api/v1/experiments/$E1/artifacts/checkpoints/latest?worker_id=$W1&iteration=$it" '' --data-binary @"$TMP/latest"
+done
+api GET /api/v1/experiments/$E1/artifacts
+check "checkpoints: the server keeps the newest 2 folders" [ "$(jget "[a['name'] for a in j['items'] if a['name'].startswith('checkpoints/')]")" = "['checkpoints/iter-0000002/a.bin', 'checkpoints/iter-0000002/b.bin', 'checkpoints/iter-0000003/a.bin', 'checkpoints/iter-0000003/b.bin', 'checkpoints/latest']" ]
+check "  and deletes the older folder's files" [ "$(ls "$TMP/data/artifacts/$E1/checkpoints" | tr '\n' ' ')" = "iter-0000002 iter-0000003 latest " ]
+printf 'iter-0000002' >"$TMP/latest" # a resumed run may point back: its folder stays
+TOKEN=$T_worker api PUT "/api/v1/experiments/$E1/artifacts/checkpoints/iter-0000004/a.bin?worker_id=$W1&iteration=4" '' --data-binary @"$TMP/blob.png"
+TOKEN=$T_worker api PUT "/api/v1/experiments/$E1/artifacts/checkpoints/latest?worker_id=$W1&iteration=2" '' --data-binary @"$TMP/latest"
+check "  and never the folder latest names, kept beside the newest 2" [ "$(ls "$TMP/data/artifacts/$E1/checkpoints" | tr '\n' ' ')" = "iter-0000002 iter-0000003 iter-0000004 latest " ]
 TOKEN=$T_worker api POST /api/v1/experiments/$E1/complete "{\"worker_id\": \"$W1\", \"status\": \"succeeded\"}"
 check "complete: succeeded" [ "$status" = 200 -a "$(jget "j['status']")" = succeeded ]
 TOKEN=$T_worker api POST /api/v1/experiments/$E1/complete "{\"worker_id\": \"$W1\", \"status\": \"failed\"}"
