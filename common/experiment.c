@@ -225,6 +225,9 @@ const ConfigField grpo_fields[] = {
       "iterations between held-out evaluations; 0 = end only"),
     F(eval_prompts, CONFIG_INT, 1, 100000, "64", "held-out prompts evaluated (ODE)"),
     F(eval_seeds, CONFIG_INT, 1, 64, "2", "seeds per held-out prompt"),
+    F(eval_steps, CONFIG_INT, 0, EXPERIMENT_MAX_STEPS, "0",
+      "ODE steps of the held-out evaluations; 0 = steps. Rollouts with fewer steps than the "
+      "evaluation are Flow-GRPO's denoising reduction: cheaper iterations, the same evaluation"),
     {"eval_mode", CONFIG_STRING, offsetof(GrpoRunConfig, eval_mode), 0, 0, "\"ode\"", eval_modes,
      "held-out evaluations: ode (the policy samples every step), or hybrid (the policy samples "
      "the first hybrid_steps, the base model the rest: the paper's hybrid evaluation)"},

@@ -32,8 +32,10 @@ done
 token=$(cat "$data/admin.token")
 auth=(-H "Authorization: Bearer $token")
 
-# the demo, once: the idempotency key finds it again on the next run
-id=$(curl -s "${auth[@]}" -H 'Content-Type: application/json' -H "Idempotency-Key: make-run:$experiment" \
+# the demo, once: the idempotency key finds it again on the next run (a changed config file is
+# another key, so it queues as a new experiment instead of a conflict with the old one)
+key="make-run:$experiment:$(sha256sum "$experiment" | cut -c1-16)"
+id=$(curl -s "${auth[@]}" -H 'Content-Type: application/json' -H "Idempotency-Key: $key" \
     --data-binary "{\"name\": \"demo: $(basename "$experiment" .json)\", \"config\": $(cat "$experiment")}" \
     "$base/api/v1/experiments" | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["id"]) if "id" in o else sys.exit(o["error"]["message"])')
 status=$(curl -s "${auth[@]}" "$base/api/v1/experiments/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')

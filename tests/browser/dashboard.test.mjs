@@ -101,11 +101,11 @@ try {
     await shot(page, '03-new-error');
   });
   await check('the form and the JSON editor follow each other', async () => {
-    await page.selectOption('select[aria-label=preset]', 'Demo (Chunk-GRPO, 180 iterations)');
-    assert(await page.inputValue('[data-fields] [aria-label=iterations]') === '180', 'iterations not in the form');
+    await page.selectOption('select[aria-label=preset]', 'Demo (Chunk-GRPO, 260 iterations)');
+    assert(await page.inputValue('[data-fields] [aria-label=iterations]') === '260', 'iterations not in the form');
     await page.fill('[data-fields] [aria-label=lr]', '0.0003');
     const config = JSON.parse(await page.inputValue('textarea[aria-label=config]'));
-    assert(config.lr === 0.0003 && config.iterations === 180, `editor after the form: ${JSON.stringify(config)}`);
+    assert(config.lr === 0.0003 && config.iterations === 260, `editor after the form: ${JSON.stringify(config)}`);
     await page.fill('textarea[aria-label=config]', JSON.stringify({ ...config, group_size: 4, method: 'grpo' }, null, 2));
     assert(await page.inputValue('[data-fields] [aria-label=group_size]') === '4', 'group_size not taken from the editor');
     assert(await page.inputValue('[data-fields] [aria-label=method]') === 'grpo', 'method not taken from the editor');

@@ -68,6 +68,13 @@ ok &= any(abs(x["chunk_advantage"][0] - x["chunk_advantage"][1]) > 1e-3 for x in
 print(ok)
 PY
 )" = True ]
+# denoising reduction: rollouts with 6 steps, evaluations with 9; the base evaluation equals an
+# eval run of the base model with 9 steps
+config "$TMP/dr.json" 2 '"chunks": "2,3", "eval_steps": 9'
+run "$TMP/dr.json" --out "$TMP/dr"
+printf '{"kind": "eval", "model": "%s", "steps": 9, "ode_seeds": 1, "max_prompts": 4, "sde_prompts": 0, "seed": 0, "threads": 2}' "$MODEL" >"$TMP/dr-base.json"
+timeout 120 "$WORKER" run "$TMP/dr-base.json" --out "$TMP/dr-base" >/dev/null 2>&1
+check "eval_steps: evaluations sample with their own steps, the base one as an eval run does" [ "$($PYTHON -c "import json; a=json.load(open('$TMP/dr/eval/iter-0000000/eval.json')); b=json.load(open('$TMP/dr-base/eval.json')); print(a['steps'], a['ode']['align_mean'] == b['ode']['align_mean'], json.loads(open('$TMP/dr/metrics.jsonl').readlines()[1])['chunks'] == [2, 3])")" = "9 True True" ]
 config "$TMP/bad.json" 2 '"chunks": "2,3", "chunk_rewards": [{"align": 1}]'
 run "$TMP/bad.json" --out "$TMP/bad4"
 check "a chunk_rewards list of the wrong length is named" grep -qF 'config.chunk_rewards: 1 entries, but the run trains 2 chunks' "$TMP/stderr"

@@ -11,7 +11,9 @@ const demo = {
   train_fraction: 1.0,
   lr: 2e-5,
   eta: 1.2,
-  iterations: 180,
+  steps: 11,
+  eval_steps: 17,
+  iterations: 260,
   eval_every: 20,
   eval_prompts: 64,
   eval_seeds: 2,
@@ -21,7 +23,7 @@ const demo = {
 };
 
 export const PRESETS = {
-  'Demo (Chunk-GRPO, 180 iterations)': demo,
+  'Demo (Chunk-GRPO, 260 iterations)': demo,
   'Step-level GRPO': { ...demo, method: 'grpo', chunks: undefined },
   'Chunk-GRPO': { kind: 'grpo', model: 'models/shapes-small.safetensors', method: 'chunk_grpo', chunks: 'auto', iterations: 100 },
   'Chunk-GRPO, weighted sampling': { kind: 'grpo', model: 'models/shapes-small.safetensors', method: 'chunk_grpo', chunks: 'auto', weighted_sampling: true, train_fraction: 0.5, iterations: 100 },

@@ -169,6 +169,8 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     json_object_set_new(report, "prompt_set", json_string(c->prompts));
     json_object_set_new(report, "world", json_string(WORLD_VERSION));
     json_object_set_new(report, "prompts", json_integer(np));
+    json_object_set_new(report, "steps", json_integer(c->steps));
+    json_object_set_new(report, "shift", json_real(c->shift));
 
     SamplerConfig sc; /* kind set per pass below */
     sampler_settings(&sc, SAMPLER_ODE, c->steps, c->shift, c->eta, c->sde);

@@ -533,7 +533,7 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     snprintf(ec.sde, sizeof ec.sde, "flow");
     ec.max_prompts = c->eval_prompts;
     ec.ode_seeds = c->eval_seeds;
-    ec.steps = c->steps;
+    ec.steps = c->eval_steps ? c->eval_steps : c->steps;
     ec.shift = c->shift;
     ec.eta = c->eta;
     ec.cfg_scale = 1;
