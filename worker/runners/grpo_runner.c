@@ -172,9 +172,11 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     r->rewards = malloc((size_t)r->n * sizeof(float));
     r->adv = malloc((size_t)r->n * sizeof(float));
     r->comp = malloc((size_t)r->n * REWARD_COMPONENTS * sizeof(float));
-    int per_chunk = c->chunk_rewards.count ? c->chunk_rewards.count : 1;
-    r->chunk_reward = malloc((size_t)r->n * per_chunk * sizeof(float));
-    r->chunk_adv = malloc((size_t)r->n * per_chunk * sizeof(float));
+    int per_chunk = c->chunk_rewards.count; /* 0: no per-chunk buffers */
+    if (per_chunk) {
+        r->chunk_reward = malloc((size_t)r->n * per_chunk * sizeof(float));
+        r->chunk_adv = malloc((size_t)r->n * per_chunk * sizeof(float));
+    }
     r->curve = malloc((size_t)r->n * K * sizeof(float));
     r->profile_mean = malloc((size_t)K * sizeof(float));
     r->weights = malloc((size_t)r->n * K * sizeof(float));
@@ -187,8 +189,8 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
         memcpy(r->ema, r->model.params, r->model.num_params * sizeof(float));
     if (adamw_init(&r->opt, &oc, r->model.num_params) || !r->tr || (c->ema_decay > 0 && !r->ema) ||
         !r->align_ws || !r->prompt_index || !r->tokens || !r->rewards || !r->adv || !r->comp ||
-        !r->chunk_reward || !r->chunk_adv || !r->curve || !r->profile_mean || !r->weights ||
-        !r->chosen || !r->items || !r->stats || !r->ratio_of)
+        (per_chunk && (!r->chunk_reward || !r->chunk_adv)) || !r->curve || !r->profile_mean ||
+        !r->weights || !r->chosen || !r->items || !r->stats || !r->ratio_of)
         goto oom;
     for (int i = 0; i < r->threads; i++)
         if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
@@ -357,17 +359,17 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
     }
     for (int k = 0; k < REWARD_COMPONENTS; k++)
         mean_std(r->comp + k, n, REWARD_COMPONENTS, &st->comp_mean[k], &st->comp_std[k]);
-    /* the advantages training uses: config.rewards', or every chunk's from its own reward */
-    float *adv = r->adv;
-    int sources = 1;
-    st->tied_fraction = grpo_advantages(r->rewards, P, G, (float)c->adv_clip, r->adv);
+    /* the advantages training uses: config.rewards' (also the group view's, in either case), or
+     * every chunk's from its own reward */
+    int tied = grpo_advantages(r->rewards, P, G, (float)c->adv_clip, r->adv), sources = 1;
+    const float *adv = r->adv;
     if (c->chunk_rewards.count) {
-        adv = r->chunk_adv, sources = c->chunk_rewards.count, st->tied_fraction = 0;
+        tied = 0, sources = c->chunk_rewards.count, adv = r->chunk_adv;
         for (int k = 0; k < sources; k++)
-            st->tied_fraction += grpo_advantages(r->chunk_reward + (size_t)k * n, P, G,
-                                                 (float)c->adv_clip, r->chunk_adv + (size_t)k * n);
+            tied += grpo_advantages(r->chunk_reward + (size_t)k * n, P, G, (float)c->adv_clip,
+                                    r->chunk_adv + (size_t)k * n);
     }
-    st->tied_fraction /= (double)P * sources;
+    st->tied_fraction = (double)tied / ((double)P * sources);
     mean_std(adv, (size_t)n * sources, 1, &st->adv_mean, &st->adv_std);
     for (int i = 0; i < n * sources; i++) st->adv_abs_max = fmax(st->adv_abs_max, fabsf(adv[i]));
 
