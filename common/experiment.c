@@ -163,6 +163,10 @@ const ConfigField grpo_fields[] = {
       "(algorithm.md section 6) instead of uniformly"),
     F(train_fraction, CONFIG_FLOAT, 0.01, 1, "0.5",
       "fraction of a trajectory's chunks (steps for grpo) trained; paper: 2 of 4, 8 of 16"),
+    F(train_leading, CONFIG_INT, 0, EXPERIMENT_MAX_STEPS, "0",
+      "train only the first N chunks (steps for grpo), the high-noise ones where the layout "
+      "is decided, as Flow-GRPO-Fast trains only early steps; train_fraction is then a fraction "
+      "of these N. 0: every chunk"),
     F(seed, CONFIG_INT64, 0, 9007199254740991.0, "1", "prompts, noise and chunk choices"),
     F(iterations, CONFIG_INT, 1, 1000000, "100", "rollout + update rounds"),
     F(prompts_per_iter, CONFIG_INT, 1, 4096, "16",
@@ -345,6 +349,12 @@ static int grpo_check(const void *cfg, char *err, size_t errlen)
             return -1;
         }
         chunks = profiled ? c->chunk_count : spec.count;
+    }
+    if (c->train_leading > chunks) {
+        snprintf(err, errlen, "config.train_leading: %d, but the run has only %d %s",
+                 c->train_leading, chunks,
+                 strcmp(c->method, "grpo") == 0 ? "steps (step level)" : "chunks");
+        return -1;
     }
     if (c->chunk_rewards.count && c->chunk_rewards.count != chunks) {
         snprintf(err, errlen,

@@ -71,6 +71,7 @@ typedef struct {
     char chunks[CONFIG_STRING_MAX];
     int chunk_count, profile_every, weighted_sampling;
     double train_fraction;
+    int train_leading;
     int64_t seed;
     int iterations, prompts_per_iter, group_size, same_noise;
     int steps;

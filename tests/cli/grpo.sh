@@ -75,6 +75,16 @@ run "$TMP/dr.json" --out "$TMP/dr"
 printf '{"kind": "eval", "model": "%s", "steps": 9, "ode_seeds": 1, "max_prompts": 4, "sde_prompts": 0, "seed": 0, "threads": 2}' "$MODEL" >"$TMP/dr-base.json"
 timeout 120 "$WORKER" run "$TMP/dr-base.json" --out "$TMP/dr-base" >/dev/null 2>&1
 check "eval_steps: evaluations sample with their own steps, the base one as an eval run does" [ "$($PYTHON -c "import json; a=json.load(open('$TMP/dr/eval/iter-0000000/eval.json')); b=json.load(open('$TMP/dr-base/eval.json')); print(a['steps'], a['ode']['align_mean'] == b['ode']['align_mean'], json.loads(open('$TMP/dr/metrics.jsonl').readlines()[1])['chunks'] == [2, 3])")" = "9 True True" ]
+# train_leading: only the first chunks are trained, uniformly or weighted (by chunk_ratio counts)
+for ws in false true; do
+    config "$TMP/tl.json" 2 "\"chunks\": \"1,1,3\", \"train_leading\": 2, \"train_fraction\": 0.5, \"weighted_sampling\": $ws"
+    run "$TMP/tl.json" --out "$TMP/tl-$ws"
+    counts=$([ "$rc" -eq 0 ] && field "$TMP/tl-$ws/metrics.jsonl" 2 "['chunk_ratio']" | $PYTHON -c "import ast,sys; r=ast.literal_eval(sys.stdin.read()); print([x['count'] for x in r][2], sum(x['count'] for x in r))")
+    check "train_leading 2 (weighted sampling $ws) trains one of the first two chunks per trajectory, never the third" [ "$counts" = "0 6" ]
+done
+config "$TMP/bad.json" 2 '"chunks": "2,3", "train_leading": 3'
+run "$TMP/bad.json" --out "$TMP/bad6"
+check "a train_leading above the chunk count is named" grep -qF 'config.train_leading: 3, but the run has only 2 chunks' "$TMP/stderr"
 config "$TMP/bad.json" 2 '"chunks": "2,3", "chunk_rewards": [{"align": 1}]'
 run "$TMP/bad.json" --out "$TMP/bad4"
 check "a chunk_rewards list of the wrong length is named" grep -qF 'config.chunk_rewards: 1 entries, but the run trains 2 chunks' "$TMP/stderr"

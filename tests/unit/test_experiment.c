@@ -106,6 +106,10 @@ static void test_checks_across_fields(void)
     expect_error(
         "{\"kind\": \"grpo\", \"chunks\": \"2,3,4,7\", \"chunk_rewards\": [{\"align\": 1}]}",
         "config.chunk_rewards: 1 entries, but the run trains 4 chunks");
+    expect_error("{\"kind\": \"grpo\", \"method\": \"grpo\", \"steps\": 4, \"train_leading\": 4}",
+                 "config.train_leading: 4, but the run has only 3 steps (step level)");
+    expect_error("{\"kind\": \"grpo\", \"chunk_count\": 3, \"train_leading\": -1}",
+                 "config.train_leading");
     expect_error("{\"kind\": \"grpo\", \"chunk_count\": 3, \"chunk_rewards\": [{\"align\": 1}]}",
                  "config.chunk_rewards: 1 entries, but the run trains 3 chunks");
     expect_error("{\"kind\": \"grpo\", \"method\": \"grpo\", \"steps\": 4, \"chunk_rewards\": "

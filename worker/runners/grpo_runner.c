@@ -42,7 +42,8 @@ typedef struct {
     AlignWorkspace **align_ws; /* one per thread */
     int threads;
     Chunking chunks;
-    int n, trainable, n_train;
+    int n, trainable;
+    int pool, n_train; /* chunks training draws from (the first pool), and trains of them */
     PromptList prompt_list;
     const char *const *prompts; /* prompt_list's */
     int num_prompts;
@@ -373,7 +374,10 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
     mean_std(adv, (size_t)n * sources, 1, &st->adv_mean, &st->adv_std);
     for (int i = 0; i < n * sources; i++) st->adv_abs_max = fmax(st->adv_abs_max, fabsf(adv[i]));
 
-    /* chunks to train, per trajectory: uniform, or weighted by its own dynamics */
+    /* chunks to train, per trajectory, among the first r->pool: uniform, or weighted by its own
+     * dynamics */
+    Chunking pool = r->chunks;
+    pool.count = r->pool;
     for (int b = 0; b < n; b++) {
         float *curve = r->curve + (size_t)b * r->trainable;
         float *w = NULL;
@@ -382,8 +386,7 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
             w = r->weights + (size_t)b * r->trainable;
             chunk_weights_from_curve(&r->chunks, curve, w);
         }
-        if (chunk_select(&r->chunks, r->n_train, w, &r->rng,
-                         r->chosen + (size_t)b * r->trainable)) {
+        if (chunk_select(&pool, r->n_train, w, &r->rng, r->chosen + (size_t)b * r->trainable)) {
             snprintf(err, errlen, "chunk selection failed for trajectory %d", b);
             return -1;
         }
@@ -638,6 +641,16 @@ static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
     return (int)iter;
 }
 
+/* The chunks training draws from (every one, or the first train_leading) and how many of them
+ * each trajectory trains; again whenever the chunks change. */
+static void set_training_pool(Run *r)
+{
+    const GrpoRunConfig *c = r->c;
+    r->pool = c->train_leading ? c->train_leading : r->chunks.count;
+    r->n_train = (int)lround(c->train_fraction * r->pool);
+    if (r->n_train < 1) r->n_train = 1;
+}
+
 /* The learning rate of iteration it (0-based): constant, or cosine from lr to lr * min_lr_ratio. */
 static double lr_at(const GrpoRunConfig *c, int it)
 {
@@ -666,8 +679,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
     } else if (setup_chunks(&r, 0, err, errlen)) {
         goto done;
     }
-    r.n_train = (int)lround(c->train_fraction * r.chunks.count);
-    if (r.n_train < 1) r.n_train = 1;
+    set_training_pool(&r);
     if (!(metrics = metrics_open(out, "iteration", resume, start, err, errlen))) goto done;
     if (start == 0 && c->eval_every > 0) {
         double base = evaluate(&r, out, 0, err, errlen);
@@ -686,8 +698,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         int dynamic = strcmp(c->method, "chunk_grpo") == 0 && strcmp(c->chunks, "dynamic") == 0;
         if (dynamic && it > 0 && it % c->profile_every == 0) {
             if (profile_chunks(&r, it, err, errlen)) goto done;
-            r.n_train = (int)lround(c->train_fraction * r.chunks.count);
-            if (r.n_train < 1) r.n_train = 1;
+            set_training_pool(&r);
         }
         r.opt.cfg.lr = (float)lr_at(c, it);
         IterStats st;
