@@ -172,7 +172,8 @@ test: $(SERVER_BIN)
 
 # The dashboard (web/): npm ci once, then esbuild bundles web/src into web/dist, which the server
 # serves. `make all` skips it without npm; `make test` needs it (tests/cli/browser.sh).
-WEB_SRC := $(wildcard web/src/*.js web/src/pages/*.js web/src/*.css web/src/*.html) web/build.mjs
+WEB_SRC := $(wildcard web/src/*.js web/src/pages/*.js web/src/*.css web/src/*.html) web/build.mjs \
+    deploy/experiments/demo-chunk-grpo.json
 .PHONY: web
 web: web/dist/app.js
 web/node_modules: web/package.json web/package-lock.json

@@ -3,6 +3,7 @@
 // EXP_BIG, NEXT_SEQ_A, CHROMIUM, SCREENSHOTS. Prints "ok NAME" or "FAIL NAME" (details indented)
 // per check; exits 1 when any failed. Any console error or page error fails the run.
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 
 const require = createRequire(new URL('../../web/package.json', import.meta.url));
 const { chromium } = require('playwright-core');
@@ -101,11 +102,14 @@ try {
     await shot(page, '03-new-error');
   });
   await check('the form and the JSON editor follow each other', async () => {
-    await page.selectOption('select[aria-label=preset]', 'Demo (Chunk-GRPO, 260 iterations)');
-    assert(await page.inputValue('[data-fields] [aria-label=iterations]') === '260', 'iterations not in the form');
+    // the demo preset is the shipped config
+    const demo = JSON.parse(readFileSync(new URL('../../deploy/experiments/demo-chunk-grpo.json', import.meta.url)));
+    await page.selectOption('select[aria-label=preset]', `Demo (Chunk-GRPO, ${demo.iterations} iterations)`);
+    assert(await page.inputValue('[data-fields] [aria-label=iterations]') === String(demo.iterations), 'iterations not in the form');
+    assert(await page.inputValue('[data-fields] [aria-label=beta1]') === String(demo.beta1), 'beta1 not in the form');
     await page.fill('[data-fields] [aria-label=lr]', '0.0003');
     const config = JSON.parse(await page.inputValue('textarea[aria-label=config]'));
-    assert(config.lr === 0.0003 && config.iterations === 260, `editor after the form: ${JSON.stringify(config)}`);
+    assert(config.lr === 0.0003 && config.iterations === demo.iterations && config.beta1 === demo.beta1, `editor after the form: ${JSON.stringify(config)}`);
     await page.fill('textarea[aria-label=config]', JSON.stringify({ ...config, group_size: 4, method: 'grpo' }, null, 2));
     assert(await page.inputValue('[data-fields] [aria-label=group_size]') === '4', 'group_size not taken from the editor');
     assert(await page.inputValue('[data-fields] [aria-label=method]') === 'grpo', 'method not taken from the editor');
