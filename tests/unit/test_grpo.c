@@ -267,9 +267,9 @@ static void test_select_basics(void)
     int x[16], y[16];
     for (int rep = 0; rep < 50; rep++) {
         uint64_t before = a.counter;
-        CHECK(chunk_select(&ch, 8, NULL, &a, x) == 0);
+        CHECK(chunk_select(ch.count, 8, NULL, &a, x) == 0);
         CHECK(a.counter == before + 2); /* ceil(8 / 4) blocks */
-        CHECK(chunk_select(&ch, 8, NULL, &b, y) == 0);
+        CHECK(chunk_select(ch.count, 8, NULL, &b, y) == 0);
         CHECK(memcmp(x, y, sizeof(int) * 8) == 0); /* a pure function of the rng state */
         for (int i = 0; i < 8; i++) {
             CHECK(x[i] >= 0 && x[i] < 16);
@@ -277,23 +277,23 @@ static void test_select_basics(void)
         }
     }
     /* all of them, and none */
-    CHECK(chunk_select(&ch, 16, NULL, &a, x) == 0);
+    CHECK(chunk_select(ch.count, 16, NULL, &a, x) == 0);
     for (int i = 0; i < 16; i++) CHECK(x[i] == i);
     uint64_t before = a.counter;
-    CHECK(chunk_select(&ch, 0, NULL, &a, x) == 0 && a.counter == before);
+    CHECK(chunk_select(ch.count, 0, NULL, &a, x) == 0 && a.counter == before);
     /* weighted: all of them, zero weights last, errors */
     float w[16] = {0};
     w[3] = 1.0f;
-    CHECK(chunk_select(&ch, 2, w, &a, x) == 0);
+    CHECK(chunk_select(ch.count, 2, w, &a, x) == 0);
     CHECK(x[0] == 0 && x[1] == 3); /* 3 first, then the zero weights in order */
-    CHECK(chunk_select(&ch, 17, NULL, &a, x) == -1);
-    CHECK(chunk_select(&ch, -1, NULL, &a, x) == -1);
+    CHECK(chunk_select(ch.count, 17, NULL, &a, x) == -1);
+    CHECK(chunk_select(ch.count, -1, NULL, &a, x) == -1);
     w[3] = 0.0f;
-    CHECK(chunk_select(&ch, 1, w, &a, x) == -1); /* all zero */
+    CHECK(chunk_select(ch.count, 1, w, &a, x) == -1); /* all zero */
     w[3] = -1.0f;
-    CHECK(chunk_select(&ch, 1, w, &a, x) == -1);
+    CHECK(chunk_select(ch.count, 1, w, &a, x) == -1);
     w[3] = NAN;
-    CHECK(chunk_select(&ch, 1, w, &a, x) == -1);
+    CHECK(chunk_select(ch.count, 1, w, &a, x) == -1);
 }
 
 static void test_select_uniform_frequencies(void)
@@ -311,7 +311,7 @@ static void test_select_uniform_frequencies(void)
     int pairs[5][5] = {{0}};
     for (int d = 0; d < draws; d++) {
         int c[2];
-        chunk_select(&ch, 2, NULL, &rng, c);
+        chunk_select(ch.count, 2, NULL, &rng, c);
         pairs[c[0]][c[1]]++;
     }
     /* every one of the 10 pairs with probability 1/10 */
@@ -353,7 +353,7 @@ static void test_select_weighted_frequencies(void)
         int hits[4] = {0};
         for (int d = 0; d < draws; d++) {
             int c[4];
-            CHECK(chunk_select(&ch, n_train, wt, &rng, c) == 0);
+            CHECK(chunk_select(ch.count, n_train, wt, &rng, c) == 0);
             for (int i = 0; i < n_train; i++) hits[c[i]]++;
         }
         /* exact inclusion probabilities of successive sampling without replacement */

@@ -194,9 +194,8 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int chunk_select(const Chunking *ch, int n_train, const float *weights, Rng *rng, int *chosen)
+int chunk_select(int count, int n_train, const float *weights, Rng *rng, int *chosen)
 {
-    int count = ch->count;
     if (n_train < 0 || n_train > count || count > GRPO_MAX_CHUNKS) return -1;
     double w[GRPO_MAX_CHUNKS];
     if (weights) {

@@ -107,18 +107,19 @@ int chunking_optimal(const float *curve, int trainable, int k, Chunking *out, ch
 void chunk_weights_from_curve(const Chunking *ch, const float *curve, float *weights);
 
 /*
- * Chooses n_train distinct chunks of ch to train for one trajectory, into chosen [n_train]
- * (chunk indices, sorted ascending). weights NULL: uniformly among all subsets of size n_train;
- * else weights [ch->count] (>= 0, finite, any positive total; need not be normalised) drive
+ * Chooses n_train distinct chunks among chunks 0 .. count - 1 (all of a Chunking, or the first
+ * few) to train for one trajectory, into chosen [n_train] (chunk indices, sorted ascending).
+ * weights NULL: uniformly among all subsets of size n_train;
+ * else weights [count] (>= 0, finite, any positive total; need not be normalised) drive
  * successive sampling without replacement: each pick takes chunk j with probability weight_j /
  * (sum of the weights still in play), the way torch.multinomial(replacement=False) does.
  * Chunks of weight 0 are picked only when the positive ones have run out.
  * Randomness: exactly ceil(n_train / 4) Philox blocks of rng (one uniform per pick), so the
  * choice is a pure function of the rng state and the caller can account for the counter.
- * 0 <= n_train <= ch->count. Returns 0, or -1 (nothing drawn) when n_train is out of range or
- * a weight is negative or not finite, or all are zero.
+ * 0 <= n_train <= count <= GRPO_MAX_CHUNKS. Returns 0, or -1 (nothing drawn) when n_train is out of
+ * range or a weight is negative or not finite, or all are zero.
  */
-int chunk_select(const Chunking *ch, int n_train, const float *weights, Rng *rng, int *chosen);
+int chunk_select(int count, int n_train, const float *weights, Rng *rng, int *chosen);
 
 /* ------------------------------------------------------------------------------------------ */
 /* The clipped chunk objective                                                                 */

@@ -43,7 +43,7 @@ typedef struct {
     int threads;
     Chunking chunks;
     int n, trainable;
-    int pool, n_train; /* chunks training draws from (the first pool), and trains of them */
+    int pool, n_train; /* each trajectory trains n_train of chunks 0 .. pool - 1 */
     PromptList prompt_list;
     const char *const *prompts; /* prompt_list's */
     int num_prompts;
@@ -376,8 +376,6 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
 
     /* chunks to train, per trajectory, among the first r->pool: uniform, or weighted by its own
      * dynamics */
-    Chunking pool = r->chunks;
-    pool.count = r->pool;
     for (int b = 0; b < n; b++) {
         float *curve = r->curve + (size_t)b * r->trainable;
         float *w = NULL;
@@ -386,7 +384,7 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
             w = r->weights + (size_t)b * r->trainable;
             chunk_weights_from_curve(&r->chunks, curve, w);
         }
-        if (chunk_select(&pool, r->n_train, w, &r->rng, r->chosen + (size_t)b * r->trainable)) {
+        if (chunk_select(r->pool, r->n_train, w, &r->rng, r->chosen + (size_t)b * r->trainable)) {
             snprintf(err, errlen, "chunk selection failed for trajectory %d", b);
             return -1;
         }
