@@ -276,9 +276,10 @@ int h_artifact_put(Server *srv, Request *rq)
     if (rq_query_int(rq, "iteration", -1, -1, INT64_MAX, &iteration)) return REPLIED;
     json_t *x = store_experiment_get(srv->store, id);
     if (!x) return reply_error(rq, 404, "not_found", NULL, "no experiment %lld", (long long)id);
-    /* the checkpoint folders the server keeps: the config's own count, as the runner keeps */
+    /* the checkpoint folders the server keeps: the config's own count, as the runner keeps (the
+     * stored config is the effective one, so every kind that checkpoints has the field) */
     json_t *keep_v = json_object_get(json_object_get(x, "config"), "keep_checkpoints");
-    int keep = json_is_integer(keep_v) ? (int)json_integer_value(keep_v) : 2;
+    int keep = json_is_integer(keep_v) ? (int)json_integer_value(keep_v) : -1;
     json_decref(x);
     uint8_t digest[32];
     char hex[65], path[8192];
@@ -296,7 +297,7 @@ int h_artifact_put(Server *srv, Request *rq)
     StoreRc rc = store_artifact_add(srv->store, id, name, type, (int64_t)rq->upload_len, hex,
                                     iteration, err, sizeof err);
     if (rc != STORE_OK) return reply_store_error(rq, rc, err);
-    if (strcmp(name, "checkpoints/latest") == 0) prune_checkpoints(srv, id, path, keep);
+    if (keep > 0 && strcmp(name, "checkpoints/latest") == 0) prune_checkpoints(srv, id, path, keep);
     json_t *a = store_artifact_get(srv->store, id, name);
     char location[8300];
     snprintf(location, sizeof location, "/api/v1/experiments/%lld/artifacts/%s", (long long)id,
