@@ -85,6 +85,7 @@ typedef struct {
     ConfigWeights rewards;           /* by experiment_reward_names */
     ConfigWeightsList chunk_rewards; /* [] or one per chunk */
     int eval_every, eval_prompts, eval_seeds, eval_steps;
+    int64_t eval_seed;
     char eval_mode[CONFIG_STRING_MAX];
     int hybrid_steps, checkpoint_every, keep_checkpoints;
     int batch, threads;

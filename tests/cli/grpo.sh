@@ -146,6 +146,17 @@ config "$TMP/h.json" 2 '"eval_mode": "hybrid"'
 run "$TMP/h.json" --out "$TMP/hybrid-grpo"
 check "grpo evaluations may be hybrid" eval '[ "$rc" -eq 0 ] && grep -qF "\"mode\": \"hybrid\"" "$TMP/hybrid-grpo/eval/iter-0000002/eval.json"'
 
+# eval_seed: a run's evaluations draw the noise of the eval kind with that seed
+config "$TMP/es.json" 2 '"eval_seed": 7'
+run "$TMP/es.json" --out "$TMP/es"
+printf '{"kind": "eval", "model": "%s", "max_prompts": 4, "ode_seeds": 1, "sde_prompts": 0, "steps": 6, "batch": 4, "threads": 2, "seed": 7}' "$TMP/es/model.safetensors" >"$TMP/ev.json"
+run "$TMP/ev.json" --out "$TMP/es-ev7"
+check "a run's evaluation with eval_seed 7 equals the eval kind's with seed 7" cmp -s "$TMP/es/eval/iter-0000002/samples.jsonl" "$TMP/es-ev7/samples.jsonl"
+check "  and says so in eval.json" grep -qF '"noise_seed": 7' "$TMP/es/eval/iter-0000002/eval.json"
+sed -i 's/"seed": 7/"seed": 0/' "$TMP/ev.json"
+run "$TMP/ev.json" --out "$TMP/es-ev0"
+check "  another seed draws other images" eval '[ "$rc" -eq 0 ] && ! cmp -s "$TMP/es-ev7/ode_grid.png" "$TMP/es-ev0/ode_grid.png"'
+
 # a training prompt file: captions checked against the grammar, the bad line named
 printf '# two prompts\nA red circle\n\ntwo  green triangles\n' >"$TMP/prompts.txt"
 config "$TMP/p.json" 2 "\"prompts\": \"$TMP/prompts.txt\""

@@ -209,6 +209,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         json_object_set_new(o, "align_mean", json_real(sum / n_ode));
         json_object_set_new(o, "samples", json_integer(n_ode));
         json_object_set_new(o, "seeds", json_integer(c->ode_seeds));
+        json_object_set_new(o, "noise_seed", json_integer((json_int_t)c->seed));
         json_object_set_new(o, "mode", json_string(c->mode));
         if (hybrid) {
             json_object_set_new(o, "hybrid_steps",

@@ -536,6 +536,7 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     snprintf(ec.sde, sizeof ec.sde, "flow");
     ec.max_prompts = c->eval_prompts;
     ec.ode_seeds = c->eval_seeds;
+    ec.seed = c->eval_seed;
     ec.steps = c->eval_steps ? c->eval_steps : c->steps;
     ec.shift = c->shift;
     ec.eta = c->eta;
