@@ -3,7 +3,8 @@
 # Chunk-GRPO with weighted sampling, plus the fixed-chunk ablation, same seeds and compute, each
 # scored on the held-out prompts with the ODE sampler and fixed seeds. Writes every run under
 # OUT (default var/compare) and prints the table (also OUT/table.md). Finished runs are kept, so
-# a second call continues an interrupted comparison.
+# a second call continues an interrupted comparison; a call whose settings differ from those a
+# finished run (or the base evaluation) was made with stops rather than mix the two.
 #   deploy/experiments/compare.sh [ITERATIONS=150] [SEEDS="1 2 3"]
 # Environment: OUT, WORKER (bin/chunkgrpo-worker), BASE (models/shapes-small.safetensors),
 #              EXTRA (extra JSON fields for every GRPO run, e.g. '"lr": 5e-5'),
@@ -29,16 +30,32 @@ runs=(
   'chunks_uniform_4|"method": "chunk_grpo", "chunks": "uniform:4"'
   'chunks_one_16|"method": "chunk_grpo", "chunks": "16", "train_fraction": 1.0'
 )
+# config_for FILE DONE: FILE.new holds the config wanted. A run whose result DONE exists is kept
+# only if FILE, what it ran with, is that config: a changed ITERATIONS, EXTRA or evaluation must
+# not mix old results into the table. Returns 0 when the run is still to do, 1 when it is done.
+config_for() {
+  if [ -f "$2" ]; then
+    if cmp -s "$1" "$1.new"; then rm -f "$1.new"; return 1; fi
+    echo "compare.sh: $2 comes from another config than $1.new (ITERATIONS, EXTRA, EVAL_SEEDS" \
+      "or EVAL_SEED changed?); use another OUT" >&2
+    rm -f "$1.new"
+    exit 1
+  fi
+  mv "$1.new" "$1"
+}
+
 # the base model, evaluated exactly as the GRPO runs evaluate (same prompts, noise and batching)
 printf '{"kind": "eval", "model": "%s", "ode_seeds": %s, "max_prompts": 64, "sde_prompts": 0, "seed": %s}\n' \
-  "$base" "$eval_seeds" "$eval_seed" >"$out/base.json"
-[ -f "$out/base/eval.json" ] || "$worker" run "$out/base.json" --out "$out/base" $backend
+  "$base" "$eval_seeds" "$eval_seed" >"$out/base.json.new"
+if config_for "$out/base.json" "$out/base/eval.json"; then
+  "$worker" run "$out/base.json" --out "$out/base" $backend
+fi
 
 one_run() { # one_run NAME SEED FIELDS: a GRPO run, resumed if it was interrupted
   local dir=$out/$1-$2
-  [ -f "$dir/model.safetensors" ] && return 0
   printf '{"kind": "grpo", "model": "%s", "iterations": %s, "seed": %s, "eval_every": %s, "eval_prompts": 64, "eval_seeds": %s, "eval_seed": %s, %s%s}\n' \
-    "$base" "$iterations" "$2" "$eval_every" "$eval_seeds" "$eval_seed" "$3" "${extra:+, $extra}" >"$dir.json"
+    "$base" "$iterations" "$2" "$eval_every" "$eval_seeds" "$eval_seed" "$3" "${extra:+, $extra}" >"$dir.json.new"
+  config_for "$dir.json" "$dir/model.safetensors" || return 0
   local resume=; [ -f "$dir/checkpoints/latest" ] && resume=--resume
   if "$worker" run "$dir.json" --out "$dir" $backend $resume >"$dir.log" 2>&1; then echo "done $1-$2"
   else echo "FAILED $1-$2 (see $dir.log)" >&2; return 1; fi
