@@ -32,14 +32,15 @@ runs=(
 )
 # config_for FILE DONE: FILE.new holds the config wanted. A run whose result DONE exists is kept
 # only if FILE, what it ran with, is that config: a changed ITERATIONS, EXTRA or evaluation must
-# not mix old results into the table. Returns 0 when the run is still to do, 1 when it is done.
+# not mix old results into the table. Returns 0 when the run is still to do, 1 when it is done,
+# 2 when it was done with another config (said on stderr).
 config_for() {
   if [ -f "$2" ]; then
-    if cmp -s "$1" "$1.new"; then rm -f "$1.new"; return 1; fi
-    echo "compare.sh: $2 comes from another config than $1.new (ITERATIONS, EXTRA, EVAL_SEEDS" \
-      "or EVAL_SEED changed?); use another OUT" >&2
+    local state=1; cmp -s "$1" "$1.new" || state=2
     rm -f "$1.new"
-    exit 1
+    [ "$state" -eq 2 ] && echo "compare.sh: $2 comes from another config than $1 (ITERATIONS," \
+      "EXTRA, EVAL_SEEDS or EVAL_SEED changed?); use another OUT" >&2
+    return "$state"
   fi
   mv "$1.new" "$1"
 }
@@ -47,30 +48,35 @@ config_for() {
 # the base model, evaluated exactly as the GRPO runs evaluate (same prompts, noise and batching)
 printf '{"kind": "eval", "model": "%s", "ode_seeds": %s, "max_prompts": 64, "sde_prompts": 0, "seed": %s}\n' \
   "$base" "$eval_seeds" "$eval_seed" >"$out/base.json.new"
-if config_for "$out/base.json" "$out/base/eval.json"; then
-  "$worker" run "$out/base.json" --out "$out/base" $backend
-fi
+state=0; config_for "$out/base.json" "$out/base/eval.json" || state=$?
+[ "$state" -eq 2 ] && exit 1
+[ "$state" -eq 0 ] && "$worker" run "$out/base.json" --out "$out/base" $backend
 
 one_run() { # one_run NAME SEED FIELDS: a GRPO run, resumed if it was interrupted
   local dir=$out/$1-$2
   printf '{"kind": "grpo", "model": "%s", "iterations": %s, "seed": %s, "eval_every": %s, "eval_prompts": 64, "eval_seeds": %s, "eval_seed": %s, %s%s}\n' \
     "$base" "$iterations" "$2" "$eval_every" "$eval_seeds" "$eval_seed" "$3" "${extra:+, $extra}" >"$dir.json.new"
-  config_for "$dir.json" "$dir/model.safetensors" || return 0
+  local state=0; config_for "$dir.json" "$dir/model.safetensors" || state=$?
+  [ "$state" -eq 1 ] && return 0
+  [ "$state" -eq 2 ] && return 1
   local resume=; [ -f "$dir/checkpoints/latest" ] && resume=--resume
   if "$worker" run "$dir.json" --out "$dir" $backend $resume >"$dir.log" 2>&1; then echo "done $1-$2"
   else echo "FAILED $1-$2 (see $dir.log)" >&2; return 1; fi
 }
-failed=0
+# Each run that fails or is refused names itself in $failed, so that an outcome counts however
+# soon its job ends (wait -n only reports jobs still running when it is called).
+failed=$out/failed.txt
+: >"$failed"
 for r in "${runs[@]}"; do # every seed of the paper's methods first, the ablation after
   name=${r%%|*} fields=${r#*|}
   [ -n "${RUNS:-}" ] && [[ " $RUNS " != *" $name "* ]] && continue
   for seed in $seeds; do
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || failed=1; done
-    one_run "$name" "$seed" "$fields" &
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    { one_run "$name" "$seed" "$fields" || echo "$name-$seed" >>"$failed"; } &
   done
 done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
-[ "$failed" -eq 0 ] || { echo "compare.sh: some runs failed" >&2; exit 1; }
+wait
+[ -s "$failed" ] && { echo "compare.sh: runs failed or refused: $(tr '\n' ' ' <"$failed")" >&2; exit 1; }
 python3 - "$out" "$iterations" $seeds <<'PY' | tee "$out/table.md"
 import json, statistics, sys, glob, os
 out, iters, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
