@@ -181,6 +181,11 @@ const ConfigField grpo_fields[] = {
     F(eta, CONFIG_FLOAT, 0.001, 10, "0.7",
       "SDE noise strength of the rollouts (paper 0.7); on our model 1.2 gained more within 180 "
       "iterations (more varied groups; README, the demo)"),
+    F(cfg_scale, CONFIG_FLOAT, 0, 100, "1",
+      "classifier-free guidance w of the rollouts, the trained policy v_u + w (v_c - v_u) and the "
+      "held-out evaluations, as Flow-GRPO trains (at 4.5 on SD3.5); 1 = none, the policy is the "
+      "conditional model. Guided, every model call also runs the all-PAD prompt: about twice the "
+      "time per iteration"),
     {"sde", CONFIG_STRING, offsetof(GrpoRunConfig, sde), 0, 0, "\"flow\"", sde_kinds,
      "flow (Flow-GRPO) or dance (DanceGRPO) SDE"},
     F(clip_eps, CONFIG_FLOAT, 0, 1, "1e-3",

@@ -75,7 +75,7 @@ typedef struct {
     int64_t seed;
     int iterations, prompts_per_iter, group_size, same_noise;
     int steps;
-    double shift, eta;
+    double shift, eta, cfg_scale;
     char sde[CONFIG_STRING_MAX];
     double clip_eps, adv_clip, lr;
     char lr_schedule[CONFIG_STRING_MAX];

@@ -157,6 +157,29 @@ sed -i 's/"seed": 7/"seed": 0/' "$TMP/ev.json"
 run "$TMP/ev.json" --out "$TMP/es-ev0"
 check "  another seed draws other images" eval '[ "$rc" -eq 0 ] && ! cmp -s "$TMP/es-ev7/ode_grid.png" "$TMP/es-ev0/ode_grid.png"'
 
+# classifier-free guidance: rollouts, the trained policy and the evaluations are guided; the
+# ratios recomputed before the first update are 1 (the training pass is the sampler's policy),
+# and the base evaluation equals the eval kind's with the same guidance
+config "$TMP/cfg.json" 2 '"chunks": "2,3", "cfg_scale": 2, "eval_seed": 7'
+run "$TMP/cfg.json" --out "$TMP/cfg"
+check "a guided run succeeds" [ "$rc" -eq 0 ]
+check "  its first ratios, recomputed under guidance, are 1" [ "$(field "$TMP/cfg/metrics.jsonl" 1 "['ratio_min'] > 1 - 1e-5 and json.loads(open('$TMP/cfg/metrics.jsonl').readlines()[1])['ratio_max'] < 1 + 1e-5")" = True ]
+printf '{"kind": "eval", "model": "%s", "max_prompts": 4, "ode_seeds": 1, "sde_prompts": 0, "steps": 6, "batch": 4, "threads": 2, "seed": 7, "cfg_scale": 2}' "$MODEL" >"$TMP/ev.json"
+run "$TMP/ev.json" --out "$TMP/cfg-ev"
+# (to float rounding: guided, the run's sampler batch of 10, twice the 5 trainable steps, pads
+# the 4 prompts where the eval kind's batch is 4, and a model row moves with its batch at 1e-7)
+check "  its base evaluation is the eval kind's with cfg_scale 2" [ "$($PYTHON - "$TMP/cfg/eval/iter-0000000/samples.jsonl" "$TMP/cfg-ev/samples.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+print(len(a) == len(b) == 4 and all(x["prompt"] == y["prompt"] and x["seed"] == y["seed"] and abs(x["align"] - y["align"]) <= 1e-6 for x, y in zip(a, b)))
+PY
+)" = True ]
+check "  and eval.json records the guidance" grep -qF '"cfg_scale": 2' "$TMP/cfg/eval/iter-0000000/eval.json"
+check "  and differs from the unguided one" eval '! cmp -s "$TMP/cfg/eval/iter-0000000/samples.jsonl" "$TMP/es/eval/iter-0000000/samples.jsonl"'
+config "$TMP/bad.json" 2 '"cfg_scale": -1'
+run "$TMP/bad.json" --out "$TMP/bad-cfg"
+check "a negative cfg_scale is named" grep -qF 'config.cfg_scale' "$TMP/stderr"
+
 # a training prompt file: captions checked against the grammar, the bad line named
 printf '# two prompts\nA red circle\n\ntwo  green triangles\n' >"$TMP/prompts.txt"
 config "$TMP/p.json" 2 "\"prompts\": \"$TMP/prompts.txt\""

@@ -272,12 +272,12 @@ static void check_grpo(const Model *m0, Prec pr)
     const float *xs = need_f32(f, "x", (size_t)(steps + 1) * n * img);
     Trajectory *tr = trajectory_new(c, n, steps);
     memcpy(tr->x, xs, (size_t)(steps + 1) * n * img * 4);
-    memcpy(tr->logp, need_f32(f, "logp_old", (size_t)steps * n), (size_t)steps * n * 4);
+    const float *logp_old = need_f32(f, "logp_old", (size_t)steps * n);
     memcpy(tr->sigmas, need_f32(f, "sigmas", steps + 1), (size_t)(steps + 1) * 4);
     memcpy(tr->tokens, need_i32(f, "tokens", n * T), n * T * 4);
 
-    const char *cases[] = {"step", "chunk", "seq", "kl"};
-    for (int ci = 0; ci < 4; ci++) {
+    const char *cases[] = {"step", "chunk", "seq", "kl", "cfg", "cfgkl"};
+    for (int ci = 0; ci < 6; ci++) {
         char key[64], err[512];
         snprintf(key, sizeof key, "%s.items", cases[ci]);
         const CgTensor *ti = cgraw_find(f, key);
@@ -298,9 +298,20 @@ static void check_grpo(const Model *m0, Prec pr)
         gc.kl_coef = strtof(need_meta(f, key), NULL);
         snprintf(key, sizeof key, "%s.scale", cases[ci]);
         float scale = strtof(need_meta(f, key), NULL);
+        /* a guided case scores the recorded x against the guided policy's logp_old */
+        memcpy(tr->logp, logp_old, (size_t)steps * n * 4);
+        snprintf(key, sizeof key, "%s.cfg_scale", cases[ci]);
+        if (cgraw_meta(f, key)) {
+            gc.guidance = 1;
+            gc.cfg_scale = strtof(cgraw_meta(f, key), NULL);
+            snprintf(key, sizeof key, "%s.logp_old", cases[ci]);
+            memcpy(tr->logp, need_f32(f, key, (size_t)(steps - 1) * n),
+                   (size_t)(steps - 1) * n * 4);
+        }
+        int batch = rows * grpo_rows_per_transition(&gc);
 
-        CudaEngine *e = engine_or_die(&m1, rows, math);
-        CudaEngine *ref = gc.kl_coef > 0 ? engine_or_die(m0, rows, math) : NULL;
+        CudaEngine *e = engine_or_die(&m1, batch, math);
+        CudaEngine *ref = gc.kl_coef > 0 ? engine_or_die(m0, batch, math) : NULL;
         cuda_engine_set_train_math(e, math);
         if (ref) cuda_engine_set_train_math(ref, math);
         SamplerConfig sc;

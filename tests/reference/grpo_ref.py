@@ -59,11 +59,14 @@ def rollout(model, tokens, x_init, z, sigmas, sde, eta, round_fn):
     return torch.stack(xs), torch.stack(logps)
 
 
-def items_loss(model, traj, items, eps, sde, eta, scale, kl_coef=0.0, ref_model=None):
+def items_loss(model, traj, items, eps, sde, eta, scale, kl_coef=0.0, ref_model=None,
+               cfg_scale=None):
     """The objective of one training call: sum over items of scale * item_loss, where an item
     (b, start, size, A) is the chunk of transitions start .. start+size-1 of trajectory b and
       item_loss = chunk_loss(logp_new, logp_old, A, eps) + kl_coef * mean_k KL_k,
       KL_k = mean((mu_k - mu_ref_k)^2) / (2 std_k^2)   (mu_ref from ref_model, no gradient).
+    With cfg_scale w the policy (and the reference) is the guided velocity v_u + w (v_c - v_u)
+    (sampler_ref.velocity), so the gradient reaches the weights through both passes.
     traj: {"x" [N+1,n,S,S,C], "logp_old" [N,n], "sigmas" [N+1], "tokens" [n,T]}.
     Returns (total, stats) with stats a list of dicts (ratio, loss, kl, clipped, logp_new [size])."""
     x_all, sigmas, tokens = traj["x"], traj["sigmas"], traj["tokens"]
@@ -74,10 +77,10 @@ def items_loss(model, traj, items, eps, sde, eta, scale, kl_coef=0.0, ref_model=
         x = x_all[start:start + size, b]
         t = sigmas[start:start + size]
         tok = tokens[b:b + 1].expand(size, -1)
-        v = model(x, t, tok)
+        v = sampler_ref.velocity(model, x, t, tok, cfg_scale)
         if ref_model is not None:
             with torch.no_grad():
-                v_ref = ref_model(x, t, tok)
+                v_ref = sampler_ref.velocity(ref_model, x, t, tok, cfg_scale)
         logps, kls = [], []
         for j, k in enumerate(ks):
             mu, std = sampler_ref.sde_step(x[j:j + 1], v[j:j + 1], sigmas, k, sde, eta)

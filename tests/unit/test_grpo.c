@@ -525,6 +525,7 @@ typedef struct {
     float scale;
     const float *ratio, *loss, *kl, *grad;
     const int32_t *clipped;
+    const float *logp_old; /* guided cases: [trainable, n], the guided policy's at theta0 */
 } Case;
 
 static int case_load(Fix *x, const char *name, Case *c)
@@ -550,6 +551,15 @@ static int case_load(Fix *x, const char *name, Case *c)
     c->scale = strtof(st_meta(x->f, key), NULL);
     c->cfg.sde = x->sde;
     c->cfg.eta = x->eta;
+    snprintf(key, sizeof key, "%s.cfg_scale", name);
+    const char *w = st_meta(x->f, key);
+    if (w) {
+        c->cfg.guidance = 1;
+        c->cfg.cfg_scale = strtof(w, NULL);
+        snprintf(key, sizeof key, "%s.logp_old", name);
+        int64_t shape[2] = {x->steps - 1, x->n};
+        if (!(c->logp_old = st_get_f32(x->f, key, 2, shape, err, sizeof err))) return -1;
+    }
     snprintf(key, sizeof key, "%s.ratio", name);
     c->ratio = st_get_f32(x->f, key, -1, NULL, err, sizeof err);
     snprintf(key, sizeof key, "%s.loss", name);
@@ -565,7 +575,8 @@ static int case_load(Fix *x, const char *name, Case *c)
 
 /* Runs a case's items through grpo_items_backward into m->grads (zeroed first): per_call items
  * per call (0 = all in one call), at batch = the most rows a call needs. separate_ref: give the
- * reference its own activations (else it borrows the policy's). */
+ * reference its own activations (else it borrows the policy's). A guided case scores the
+ * trajectory against its own logp_old (restored afterwards). */
 static int run_case(Fix *x, Model *m, const Case *c, int per_traj_calls, int separate_ref,
                     GrpoItemStats *stats)
 {
@@ -581,6 +592,13 @@ static int run_case(Fix *x, Model *m, const Case *c, int per_traj_calls, int sep
         batch = rows > batch ? rows : batch;
         i = j;
     }
+    batch *= grpo_rows_per_transition(&c->cfg);
+    size_t lp_count = (size_t)(x->steps - 1) * x->n;
+    float saved_logp[64];
+    if (c->logp_old) {
+        memcpy(saved_logp, x->tr->logp, lp_count * sizeof *saved_logp);
+        memcpy(x->tr->logp, c->logp_old, lp_count * sizeof *saved_logp);
+    }
     GrpoWorkspace *ws = grpo_workspace_new(&m->cfg, batch);
     Activations *a = acts_new(&m->cfg, batch);
     Activations *ra = separate_ref ? acts_new(&m->cfg, batch) : NULL;
@@ -592,6 +610,7 @@ static int run_case(Fix *x, Model *m, const Case *c, int per_traj_calls, int sep
                                  c->scale, stats + first[k], err, sizeof err);
         CHECK_MSG(rc == 0, "%s: %s", c->name, err);
     }
+    if (c->logp_old) memcpy(x->tr->logp, saved_logp, lp_count * sizeof *saved_logp);
     grpo_workspace_free(ws);
     acts_free(a);
     acts_free(ra);
@@ -613,15 +632,23 @@ static double grad_err(const Model *m, const float *ref, const char **worst_name
     return worst;
 }
 
+/* Every trainable transition of every trajectory as an item of its own, advantage 1, into
+ * items; returns their count. */
+static int every_transition(const Fix *x, GrpoItem *items)
+{
+    int i = 0;
+    for (int b = 0; b < x->n; b++)
+        for (int k = 0; k < x->steps - 1; k++) items[i++] = (GrpoItem){b, k, 1, 1.0f};
+    return i;
+}
+
 static void test_ratio_one_at_rollout_parameters(void)
 {
     Fix x;
     if (fix_open(&x)) TEST_SKIP("no grpo fixture");
     char err[256];
-    int trainable = x.steps - 1, rows = x.n * trainable;
     GrpoItem items[64];
-    for (int b = 0, i = 0; b < x.n; b++)
-        for (int k = 0; k < trainable; k++, i++) items[i] = (GrpoItem){b, k, 1, 1.0f};
+    int rows = every_transition(&x, items);
     GrpoConfig cfg = {.clip_eps = 0.2f, .sde = x.sde, .eta = x.eta, .kl_coef = 0.0f};
     GrpoWorkspace *ws = grpo_workspace_new(&x.m0.cfg, rows);
     Activations *a = acts_new(&x.m0.cfg, rows);
@@ -670,14 +697,78 @@ static void test_ratio_one_at_rollout_parameters(void)
     fix_close(&x);
 }
 
+/* A guided C rollout recomputed by the guided objective at the same parameters: ratio 1; the
+ * unguided objective on the same trajectory sees another policy (ratio far from 1); and a batch
+ * that holds the transitions but not their unconditional rows is refused. */
+static void test_guided_ratio_one(void)
+{
+    Fix x;
+    if (fix_open(&x)) TEST_SKIP("no grpo fixture");
+    char err[256];
+    GrpoItem items[64];
+    int rows = every_transition(&x, items);
+    GrpoConfig cfg = {
+        .clip_eps = 0.2f, .sde = x.sde, .eta = x.eta, .guidance = 1, .cfg_scale = 2.5f};
+    SamplerConfig sc;
+    sampler_config_default(&sc);
+    sc.steps = x.steps;
+    sc.eta = x.eta;
+    sc.noise_group = 3;
+    sc.guidance = 1;
+    sc.cfg_scale = cfg.cfg_scale;
+    Sampler *s = sampler_new(&x.m0.cfg, &sc, x.n, x.n, err, sizeof err);
+    Activations *sa = acts_new(&x.m0.cfg, x.n);
+    Trajectory *tr = trajectory_new(&x.m0.cfg, x.n, x.steps);
+    GrpoWorkspace *ws = grpo_workspace_new(&x.m0.cfg, 2 * rows);
+    Activations *a = acts_new(&x.m0.cfg, 2 * rows);
+    Rng rng;
+    rng_seed(&rng, 11);
+    GrpoItemStats st[64];
+    CHECK(sampler_run(s, &x.m0, sa, x.tr->tokens, &rng, tr, err, sizeof err) == 0);
+    CHECK(grpo_items_backward(ws, &x.m0, a, NULL, NULL, tr, &cfg, items, rows, 1.0f, st, err,
+                              sizeof err) == 0);
+    double worst = 0;
+    for (int i = 0; i < rows; i++) worst = fmax(worst, fabs(st[i].ratio - 1.0));
+    CHECK_MSG(worst <= 2e-6, "guided: max |ratio - 1| = %.3e", worst);
+    GrpoConfig plain = cfg;
+    plain.guidance = 0;
+    CHECK(grpo_items_backward(ws, &x.m0, a, NULL, NULL, tr, &plain, items, rows, 1.0f, st, err,
+                              sizeof err) == 0);
+    double off = 0;
+    for (int i = 0; i < rows; i++) off = fmax(off, fabs(st[i].ratio - 1.0));
+    CHECK_MSG(off > 1e-4, "unguided on a guided rollout: max |ratio - 1| only %.3e", off);
+    fprintf(stderr,
+            "  guided C rollout (w 2.5): max |ratio - 1| %.2e guided, %.2e when scored "
+            "unguided\n",
+            worst, off);
+    GrpoWorkspace *ws1 = grpo_workspace_new(&x.m0.cfg, rows);
+    Activations *a1 = acts_new(&x.m0.cfg, rows);
+    CHECK(grpo_items_backward(ws1, &x.m0, a1, NULL, NULL, tr, &cfg, items, rows, 1.0f, st, err,
+                              sizeof err) == -1);
+    CHECK_MSG(strstr(err, "60 model rows with guidance, more than the batch of 30") != NULL, "%s",
+              err);
+    cfg.cfg_scale = NAN;
+    CHECK(grpo_items_backward(ws, &x.m0, a, NULL, NULL, tr, &cfg, items, 1, 1.0f, st, err,
+                              sizeof err) == -1);
+    CHECK_MSG(strstr(err, "cfg_scale must be finite") != NULL, "%s", err);
+    grpo_workspace_free(ws1);
+    acts_free(a1);
+    grpo_workspace_free(ws);
+    acts_free(a);
+    sampler_free(s);
+    acts_free(sa);
+    trajectory_free(tr);
+    fix_close(&x);
+}
+
 static void test_cases_against_pytorch(void)
 {
     Fix x;
     if (fix_open(&x)) TEST_SKIP("no grpo fixture");
-    const char *names[] = {"step", "chunk", "seq", "kl"};
+    const char *names[] = {"step", "chunk", "seq", "kl", "cfg", "cfgkl"};
     size_t np = x.m1.num_params;
     float *g_one = malloc(np * sizeof *g_one);
-    for (int ci = 0; ci < 4; ci++) {
+    for (int ci = 0; ci < 6; ci++) {
         Case c;
         if (case_load(&x, names[ci], &c)) {
             CHECK_MSG(0, "fixture case %s is missing or malformed", names[ci]);
@@ -717,10 +808,10 @@ static void test_cases_against_pytorch(void)
                   c.name, w1, eg1);
         CHECK_MSG(eg <= TOLERANCE, "%s, one call: %s grad relative error %.3e", c.name, w2, eg);
         fprintf(stderr,
-                "  %-5s eps %.3g kl %g, %2d items (%d clipped): ratio |err| %.1e, loss %.1e, "
-                "kl %.1e, grads %.1e (%s) / one call %.1e\n",
-                c.name, c.cfg.clip_eps, c.cfg.kl_coef, c.n_items, n_clipped, ratio_abs, el, ek, eg1,
-                w1, eg);
+                "  %-5s eps %.3g kl %g cfg %g, %2d items (%d clipped): ratio |err| %.1e, loss "
+                "%.1e, kl %.1e, grads %.1e (%s) / one call %.1e\n",
+                c.name, c.cfg.clip_eps, c.cfg.kl_coef, c.cfg.guidance ? c.cfg.cfg_scale : 1.0,
+                c.n_items, n_clipped, ratio_abs, el, ek, eg1, w1, eg);
     }
     free(g_one);
     fix_close(&x);
@@ -1015,6 +1106,7 @@ int main(void)
     TEST_RUN(test_select_weighted_frequencies);
     TEST_RUN(test_chunk_loss);
     TEST_RUN(test_ratio_one_at_rollout_parameters);
+    TEST_RUN(test_guided_ratio_one);
     TEST_RUN(test_cases_against_pytorch);
     TEST_RUN(test_step_level_separately);
     TEST_RUN(test_geometric_mean);

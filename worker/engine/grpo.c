@@ -313,6 +313,10 @@ int grpo_items_validate(const ModelConfig *mc, const Trajectory *tr, const GrpoC
         errbuf_printf(err, errlen, "kl_coef must be a finite number >= 0, got %g", c->kl_coef);
         return -1;
     }
+    if (c->guidance && !isfinite(c->cfg_scale)) {
+        errbuf_printf(err, errlen, "cfg_scale must be finite, got %g", c->cfg_scale);
+        return -1;
+    }
     if (!isfinite(scale)) {
         errbuf_printf(err, errlen, "scale must be finite, got %g", scale);
         return -1;
@@ -357,6 +361,13 @@ int grpo_items_validate(const ModelConfig *mc, const Trajectory *tr, const GrpoC
             }
         }
         rows += it->size;
+    }
+    if (c->guidance && rows * 2 > batch) {
+        errbuf_printf(err, errlen,
+                      "the items hold %ld transitions, %ld model rows with guidance, more than the "
+                      "batch of %d",
+                      rows, rows * 2, batch);
+        return -1;
     }
     if (rows > batch) {
         errbuf_printf(err, errlen, "the items hold %ld transitions, more than the batch of %d",

@@ -150,14 +150,26 @@ typedef struct {
     float advantage;
 } GrpoItem;
 
-/* The settings of the objective. sde and eta must be those the trajectories were sampled with
- * (the policy is the model without classifier-free guidance). */
+/* The settings of the objective. sde, eta and the guidance must be those the trajectories were
+ * sampled with. Guided, the policy's velocity is the classifier-free combination
+ * v = v_u + w (v_c - v_u) of the conditional and the unconditional (all-PAD prompt) velocity of
+ * the same model (as Flow-GRPO trains), so the gradient reaches the weights through both: w dv
+ * through the conditional pass and (1 - w) dv through the unconditional one; the reference of
+ * the KL term is guided the same way. Zero-initialised, a GrpoConfig is unguided. */
 typedef struct {
-    float clip_eps; /* >= 0: ratio range [1 - eps, 1 + eps] (paper 5e-5, DanceGRPO 1e-4) */
-    SdeKind sde;    /* SDE_FLOW or SDE_DANCE */
-    float eta;      /* > 0 */
-    float kl_coef;  /* >= 0; > 0 needs the reference model */
+    float clip_eps;  /* >= 0: ratio range [1 - eps, 1 + eps] (paper 5e-5, DanceGRPO 1e-4) */
+    SdeKind sde;     /* SDE_FLOW or SDE_DANCE */
+    float eta;       /* > 0 */
+    float kl_coef;   /* >= 0; > 0 needs the reference model */
+    int guidance;    /* 1: classifier-free guidance with cfg_scale; 0: conditional only */
+    float cfg_scale; /* w, finite; read only when guidance is set */
 } GrpoConfig;
+
+/* Model rows one trained transition takes: 2 when guided (conditional and unconditional). */
+static inline int grpo_rows_per_transition(const GrpoConfig *c)
+{
+    return c->guidance ? 2 : 1;
+}
 
 /* What one item came to (all before `scale`). kl is the mean over the chunk's steps of
  * mean((mu - mu_ref)^2) / (2 std^2), 0 without a reference. */
@@ -174,7 +186,8 @@ typedef struct {
  * The checks every backend's model-level step makes before anything runs: the settings (clip_eps,
  * sde, eta, kl_coef finite and in range, scale finite), the trajectory (at least 2 steps), every
  * item (trajectory, transitions inside the trainable ones, finite advantage, its prompt's token
- * ids inside the vocabulary of mc) and the rows they hold (at most batch). Returns 0, or -1 with
+ * ids inside the vocabulary of mc) and the rows they hold (at most batch, counting two rows per
+ * transition when guided). Returns 0, or -1 with
  * a message naming the setting or the item.
  */
 int grpo_items_validate(const ModelConfig *mc, const Trajectory *tr, const GrpoConfig *c,
@@ -220,8 +233,10 @@ void grpo_workspace_free(GrpoWorkspace *ws);
  * or NULL to run it on a before m's forward. tr: the recorded trajectories (tr->steps >= 2,
  * image size and text length of m); items [n_items] with 0 <= traj < tr->n, start >= 0,
  * size >= 1, start + size <= tr->steps - 1 (the trainable transitions), finite advantages, and
- * the sum of sizes <= the batch. stats [n_items] receives each item's figures, or NULL.
- * Everything but m->grads, a, ref_acts, ws and stats is read only.
+ * the sum of sizes <= the batch (half the batch when guided: each transition then takes a
+ * conditional row and an unconditional one, run in the same forward and backward).
+ * stats [n_items] receives each item's figures, or NULL. Everything but m->grads, a, ref_acts, ws
+ * and stats is read only.
  *
  * Logp precision: recomputing with the parameters that sampled tr reproduces tr->logp to float
  * rounding (a model row's output may depend on the batch it runs in, at the 1e-7 level); on the

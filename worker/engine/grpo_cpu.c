@@ -6,7 +6,8 @@
  * row_item[r], transition row_step[r]). Per-row work (the mean, the log-probability, the KL term,
  * the velocity gradient) runs one row per OpenMP iteration with its sums in a fixed order;
  * per-item work (the chunk loss) runs serially in item order. So nothing depends on the thread
- * count.
+ * count. Guided, rows [rows, 2 rows) repeat rows [0, rows) with the all-PAD prompt, in the same
+ * forward and the same backward.
  */
 #include "grpo.h"
 
@@ -139,6 +140,15 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
     return grpo_items_validate(mc, tr, c, items, n_items, scale, ws->B, err, errlen);
 }
 
+/* v[r] = v_u + w (v_c - v_u) for the first `rows` rows of v, v_u the row `rows` further on. */
+static void guide_rows(float *v, int rows, size_t img, float w)
+{
+    size_t count = (size_t)rows * img;
+    const float *vu = v + count;
+#pragma omp parallel for schedule(static)
+    for (size_t e = 0; e < count; e++) v[e] = vu[e] + w * (v[e] - vu[e]);
+}
+
 int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model *ref,
                         Activations *ref_acts, const Trajectory *tr, const GrpoConfig *c,
                         const GrpoItem *items, int n_items, float scale, GrpoItemStats *stats,
@@ -167,14 +177,26 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
             sde_step_coeffs(tr->sigmas, tr->steps, k, c->sde, c->eta, &ws->coef[rows]);
         }
     }
-    /* the passes run exactly `rows` rows (no padding); the batch is restored before returning */
+    /* guided: the same rows again with the unconditional (all-PAD) prompt */
+    const int model_rows = c->guidance ? 2 * rows : rows;
+    if (c->guidance) {
+        memcpy(ws->x + (size_t)rows * img, ws->x, (size_t)rows * img * sizeof *ws->x);
+        memcpy(ws->t + rows, ws->t, (size_t)rows * sizeof *ws->t);
+        memset(ws->tokens + (size_t)rows * T, 0, (size_t)rows * T * sizeof *ws->tokens);
+    }
+    /* the passes run exactly model_rows rows (no padding); the batch is restored before
+     * returning */
     Activations *ref_a = ref_acts ? ref_acts : a;
-    acts_set_batch(a, rows);
-    if (use_kl) acts_set_batch(ref_a, rows);
+    acts_set_batch(a, model_rows);
+    if (use_kl) acts_set_batch(ref_a, model_rows);
 
     /* the reference first, so that it may borrow a before the policy's forward fills it */
     if (use_kl) model_forward(ref, ref_a, ws->x, ws->t, ws->tokens, ws->v_ref);
     model_forward(m, a, ws->x, ws->t, ws->tokens, ws->v);
+    if (c->guidance) {
+        guide_rows(ws->v, rows, img, c->cfg_scale);
+        if (use_kl) guide_rows(ws->v_ref, rows, img, c->cfg_scale);
+    }
 
     /* per row: mu, logp_new and the KL term (mu_ref overwrites v_ref) */
 #pragma omp parallel for schedule(static)
@@ -249,6 +271,16 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
                               ((double)it->size * img * (double)st->std * st->std));
             const float *mu_ref = ws->v_ref + off;
             for (size_t e = 0; e < img; e++) dv[e] += g * (mu[e] - mu_ref[e]);
+        }
+    }
+    if (c->guidance) { /* d v / d v_c = w, d v / d v_u = 1 - w */
+        float w = c->cfg_scale;
+        size_t count = (size_t)rows * img;
+        float *dv = ws->dv;
+#pragma omp parallel for schedule(static)
+        for (size_t e = 0; e < count; e++) {
+            dv[count + e] = (1.0f - w) * dv[e];
+            dv[e] *= w;
         }
     }
     model_backward(m, a, ws->dv);

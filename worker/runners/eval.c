@@ -171,6 +171,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     json_object_set_new(report, "prompts", json_integer(np));
     json_object_set_new(report, "steps", json_integer(c->steps));
     json_object_set_new(report, "shift", json_real(c->shift));
+    json_object_set_new(report, "cfg_scale", json_real(c->cfg_scale));
 
     SamplerConfig sc; /* kind set per pass below */
     sampler_settings(&sc, SAMPLER_ODE, c->steps, c->shift, c->eta, c->sde);

@@ -156,8 +156,12 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     SamplerConfig sc;
     sampler_settings(&sc, SAMPLER_SDE, c->steps, c->shift, c->eta, c->sde);
     sc.noise_group = c->same_noise ? G : 0;
+    sc.guidance = c->cfg_scale != 1.0;
+    sc.cfg_scale = (float)c->cfg_scale;
     int batch = c->batch < r->n ? c->batch : r->n;
-    if (batch < r->trainable) batch = r->trainable; /* the largest chunk must fit one call */
+    /* the largest chunk must fit one call, its unconditional rows too when guided */
+    int rows_per_transition = sc.guidance ? 2 : 1;
+    if (batch < rows_per_transition * r->trainable) batch = rows_per_transition * r->trainable;
     if (!(r->pol = policy_for_config(c->backend, c->precision, &r->model,
                                      c->kl_coef > 0 ? &r->ref : NULL, batch, err, errlen)) ||
         (hybrid && !(r->base_pol = policy_for_config(c->backend, c->precision, &r->ref, NULL, batch,
@@ -275,7 +279,10 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
     GrpoConfig gc = {.clip_eps = (float)c->clip_eps,
                      .sde = sde_kind_named(c->sde),
                      .eta = (float)c->eta,
-                     .kl_coef = (float)c->kl_coef};
+                     .kl_coef = (float)c->kl_coef,
+                     .guidance = c->cfg_scale != 1.0,
+                     .cfg_scale = (float)c->cfg_scale};
+    batch /= grpo_rows_per_transition(&gc); /* transitions per call */
     /* every trained chunk counts equally: the objective's 1 / (trajectories x chunks trained),
      * over the trajectories one optimizer step accumulates */
     int per_iteration = strcmp(c->optimizer_step, "iteration") == 0;
@@ -540,7 +547,7 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     ec.steps = c->eval_steps ? c->eval_steps : c->steps;
     ec.shift = c->shift;
     ec.eta = c->eta;
-    ec.cfg_scale = 1;
+    ec.cfg_scale = c->cfg_scale;
     ec.group_size = 2;
     ec.grid_images = 32;
     snprintf(ec.mode, sizeof ec.mode, "%s", c->eval_mode);

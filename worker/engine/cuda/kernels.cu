@@ -883,6 +883,24 @@ void k_guidance(cudaStream_t s, float *v, const float *vu, float w, size_t n)
     CUDA_CHECK_LAUNCH();
 }
 
+/* The gradient of v = v_u + w (v_c - v_u): dv [2 n] holds d/dv in its first n; afterwards
+ * w d/dv there (the conditional rows) and (1 - w) d/dv after it (the unconditional ones). */
+static __global__ void guidance_backward_kernel(float *dv, float w, size_t n)
+{
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < n) {
+        float d = dv[idx];
+        dv[n + idx] = (1.0f - w) * d;
+        dv[idx] = w * d;
+    }
+}
+
+void k_guidance_backward(cudaStream_t s, float *dv, float w, size_t n)
+{
+    guidance_backward_kernel<<<ceil_div(n, THREADS), THREADS, 0, s>>>(dv, w, n);
+    CUDA_CHECK_LAUNCH();
+}
+
 /* ---- GRPO rows ----------------------------------------------------------------------------- */
 
 static __device__ __forceinline__ const float *row_next(const GrpoRow *r, const float *traj_x,

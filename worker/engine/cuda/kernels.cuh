@@ -115,6 +115,8 @@ void k_ode_step(cudaStream_t s, float *x_next, float *logp, float *x0_hat, const
                 const float *v, float sigma, float sigma_next, int rows, size_t img);
 /* v = vu + w (v - vu) */
 void k_guidance(cudaStream_t s, float *v, const float *vu, float w, size_t n);
+/* Backward of k_guidance over dv [2 n]: w d into the first n, (1 - w) d into the next n. */
+void k_guidance_backward(cudaStream_t s, float *dv, float w, size_t n);
 
 /* One GRPO row's inputs, gathered from the device trajectory. */
 typedef struct {

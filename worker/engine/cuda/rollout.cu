@@ -306,18 +306,30 @@ int cuda_grpo_items_backward(CudaRollout *r, CudaEngine *e, CudaEngine *ref, con
             r->logp_old_f[rows] = tr->logp[(size_t)k * n + items[i].traj];
         }
     }
+    /* guided: rows [rows, 2 rows) repeat the first ones with the all-PAD prompt (grpo_cpu.c) */
+    const int model_rows = c->guidance ? 2 * rows : rows;
+    if (c->guidance) memcpy(r->t_rows_host + rows, r->t_rows_host, rows * sizeof(float));
     CUDA_CHECK(cudaMemcpyAsync(r->rows_dev, r->rows_host, rows * sizeof(GrpoRow),
                                cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(
-        cudaMemcpyAsync(r->t, r->t_rows_host, rows * sizeof(float), cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(r->t, r->t_rows_host, model_rows * sizeof(float),
+                               cudaMemcpyHostToDevice, s));
     k_grpo_gather(s, r->xb, r->tokb, r->rows_dev, rows, r->x, r->tokens, n, img, T);
+    if (c->guidance) {
+        CUDA_CHECK(cudaMemcpyAsync(r->xb + rows * img, r->xb, rows * img * sizeof(float),
+                                   cudaMemcpyDeviceToDevice, s));
+        CUDA_CHECK(cudaMemsetAsync(r->tokb + (size_t)rows * T, 0, (size_t)rows * T * 4, s));
+    }
     if (use_kl) {
         /* the reference runs on its own stream: order it after the gather */
         CUDA_CHECK(cudaStreamSynchronize(s));
-        engine_forward(ref, rows, r->xb, r->t, r->tokb, r->v_ref, PASS_REFERENCE);
+        engine_forward(ref, model_rows, r->xb, r->t, r->tokb, r->v_ref, PASS_REFERENCE);
         CUDA_CHECK(cudaStreamSynchronize(ref->stream));
     }
-    engine_forward(e, rows, r->xb, r->t, r->tokb, r->v, PASS_TRAIN);
+    engine_forward(e, model_rows, r->xb, r->t, r->tokb, r->v, PASS_TRAIN);
+    if (c->guidance) {
+        k_guidance(s, r->v, r->v + rows * img, c->cfg_scale, rows * img);
+        if (use_kl) k_guidance(s, r->v_ref, r->v_ref + rows * img, c->cfg_scale, rows * img);
+    }
     k_grpo_logp(s, r->mu, r->logp_new, r->kl, use_kl ? r->v_ref : NULL, r->xb, r->v, r->rows_dev,
                 rows, r->x, n, img);
     CUDA_CHECK(cudaMemcpyAsync(r->logp_new_host, r->logp_new, rows * sizeof(double),
@@ -367,6 +379,7 @@ int cuda_grpo_items_backward(CudaRollout *r, CudaEngine *e, CudaEngine *ref, con
     CUDA_CHECK(cudaMemcpyAsync(r->rows_dev, r->rows_host, rows * sizeof(GrpoRow),
                                cudaMemcpyHostToDevice, s));
     k_grpo_dv(s, r->dv, r->mu, use_kl ? r->v_ref : NULL, r->rows_dev, rows, r->x, n, img);
+    if (c->guidance) k_guidance_backward(s, r->dv, c->cfg_scale, rows * img);
     engine_backward(e, r->dv);
     return 0;
 }
