@@ -632,6 +632,15 @@ static double grad_err(const Model *m, const float *ref, const char **worst_name
     return worst;
 }
 
+/* The sampler settings of the fixture's rollout (groups of 3 sharing their initial noise). */
+static void fix_sampler_config(const Fix *x, SamplerConfig *sc)
+{
+    sampler_config_default(sc);
+    sc->steps = x->steps;
+    sc->eta = x->eta;
+    sc->noise_group = 3;
+}
+
 /* Every trainable transition of every trajectory as an item of its own, advantage 1, into
  * items; returns their count. */
 static int every_transition(const Fix *x, GrpoItem *items)
@@ -664,10 +673,7 @@ static void test_ratio_one_at_rollout_parameters(void)
 
     /* and on a rollout of the C sampler with its own log-probabilities */
     SamplerConfig sc;
-    sampler_config_default(&sc);
-    sc.steps = x.steps;
-    sc.eta = x.eta;
-    sc.noise_group = 3;
+    fix_sampler_config(&x, &sc);
     for (int B = 1; B <= x.n; B += x.n - 1) {
         Sampler *s = sampler_new(&x.m0.cfg, &sc, x.n, B, err, sizeof err);
         Activations *sa = acts_new(&x.m0.cfg, B);
@@ -710,10 +716,7 @@ static void test_guided_ratio_one(void)
     GrpoConfig cfg = {
         .clip_eps = 0.2f, .sde = x.sde, .eta = x.eta, .guidance = 1, .cfg_scale = 2.5f};
     SamplerConfig sc;
-    sampler_config_default(&sc);
-    sc.steps = x.steps;
-    sc.eta = x.eta;
-    sc.noise_group = 3;
+    fix_sampler_config(&x, &sc);
     sc.guidance = 1;
     sc.cfg_scale = cfg.cfg_scale;
     Sampler *s = sampler_new(&x.m0.cfg, &sc, x.n, x.n, err, sizeof err);

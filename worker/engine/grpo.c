@@ -362,16 +362,13 @@ int grpo_items_validate(const ModelConfig *mc, const Trajectory *tr, const GrpoC
         }
         rows += it->size;
     }
-    if (c->guidance && rows * 2 > batch) {
-        errbuf_printf(err, errlen,
-                      "the items hold %ld transitions, %ld model rows with guidance, more than the "
-                      "batch of %d",
-                      rows, rows * 2, batch);
-        return -1;
-    }
-    if (rows > batch) {
-        errbuf_printf(err, errlen, "the items hold %ld transitions, more than the batch of %d",
-                      rows, batch);
+    long model_rows = rows * grpo_rows_per_transition(c);
+    if (model_rows > batch) {
+        char guided[64] = "";
+        if (c->guidance)
+            snprintf(guided, sizeof guided, ", %ld model rows with guidance", model_rows);
+        errbuf_printf(err, errlen, "the items hold %ld transitions%s, more than the batch of %d",
+                      rows, guided, batch);
         return -1;
     }
     return 0;

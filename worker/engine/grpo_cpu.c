@@ -140,15 +140,6 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
     return grpo_items_validate(mc, tr, c, items, n_items, scale, ws->B, err, errlen);
 }
 
-/* v[r] = v_u + w (v_c - v_u) for the first `rows` rows of v, v_u the row `rows` further on. */
-static void guide_rows(float *v, int rows, size_t img, float w)
-{
-    size_t count = (size_t)rows * img;
-    const float *vu = v + count;
-#pragma omp parallel for schedule(static)
-    for (size_t e = 0; e < count; e++) v[e] = vu[e] + w * (v[e] - vu[e]);
-}
-
 int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model *ref,
                         Activations *ref_acts, const Trajectory *tr, const GrpoConfig *c,
                         const GrpoItem *items, int n_items, float scale, GrpoItemStats *stats,
@@ -178,7 +169,7 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
         }
     }
     /* guided: the same rows again with the unconditional (all-PAD) prompt */
-    const int model_rows = c->guidance ? 2 * rows : rows;
+    const int model_rows = rows * grpo_rows_per_transition(c);
     if (c->guidance) {
         memcpy(ws->x + (size_t)rows * img, ws->x, (size_t)rows * img * sizeof *ws->x);
         memcpy(ws->t + rows, ws->t, (size_t)rows * sizeof *ws->t);
@@ -194,8 +185,9 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
     if (use_kl) model_forward(ref, ref_a, ws->x, ws->t, ws->tokens, ws->v_ref);
     model_forward(m, a, ws->x, ws->t, ws->tokens, ws->v);
     if (c->guidance) {
-        guide_rows(ws->v, rows, img, c->cfg_scale);
-        if (use_kl) guide_rows(ws->v_ref, rows, img, c->cfg_scale);
+        size_t count = (size_t)rows * img;
+        guidance_combine(ws->v, ws->v + count, c->cfg_scale, count);
+        if (use_kl) guidance_combine(ws->v_ref, ws->v_ref + count, c->cfg_scale, count);
     }
 
     /* per row: mu, logp_new and the KL term (mu_ref overwrites v_ref) */
@@ -273,16 +265,7 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
             for (size_t e = 0; e < img; e++) dv[e] += g * (mu[e] - mu_ref[e]);
         }
     }
-    if (c->guidance) { /* d v / d v_c = w, d v / d v_u = 1 - w */
-        float w = c->cfg_scale;
-        size_t count = (size_t)rows * img;
-        float *dv = ws->dv;
-#pragma omp parallel for schedule(static)
-        for (size_t e = 0; e < count; e++) {
-            dv[count + e] = (1.0f - w) * dv[e];
-            dv[e] *= w;
-        }
-    }
+    if (c->guidance) guidance_backward(ws->dv, c->cfg_scale, (size_t)rows * img);
     model_backward(m, a, ws->dv);
     acts_set_batch(a, B);
     if (use_kl) acts_set_batch(ref_a, B);

@@ -82,6 +82,21 @@ void predict_x0(const float *x, const float *v, float t, size_t n, float *x0)
     for (size_t k = 0; k < n; k++) x0[k] = x[k] - t * v[k];
 }
 
+void guidance_combine(float *v, const float *vu, float w, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < n; k++) v[k] = vu[k] + w * (v[k] - vu[k]);
+}
+
+void guidance_backward(float *dv, float w, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < n; k++) {
+        dv[n + k] = (1.0f - w) * dv[k];
+        dv[k] *= w;
+    }
+}
+
 void sampler_config_default(SamplerConfig *c)
 {
     memset(c, 0, sizeof *c);

@@ -104,6 +104,14 @@ void ode_step(const float *x, const float *v, float sigma, float sigma_next, siz
 /* The clean-image prediction x0_hat = x - t * v. x0 may alias x. */
 void predict_x0(const float *x, const float *v, float t, size_t n, float *x0);
 
+/* Classifier-free guidance: v = vu + w (v - vu), in place over n elements (v holds the
+ * conditional velocity on entry). */
+void guidance_combine(float *v, const float *vu, float w, size_t n);
+
+/* Its gradient: dv [2 n] holds d/dv in its first n on entry; on return w d/dv there (for the
+ * conditional velocity) and (1 - w) d/dv in the next n (for the unconditional one). */
+void guidance_backward(float *dv, float w, size_t n);
+
 typedef struct {
     int steps;        /* N transitions, 1 .. SAMPLER_MAX_STEPS (paper 17) */
     float shift;      /* schedule shift > 0 (paper 3) */

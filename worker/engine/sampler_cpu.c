@@ -145,12 +145,7 @@ static void sampler_velocity(Sampler *s, const Model *m, Activations *a, const f
     model_forward(m, a, xin, s->t, tin, s->v);
     if (!s->cfg.guidance) return;
     model_forward(m, a, xin, s->t, s->uncond, s->vu);
-    float w = s->cfg.cfg_scale;
-    size_t count = (size_t)nb * img;
-    float *v = s->v;
-    const float *vu = s->vu;
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < count; k++) v[k] = vu[k] + w * (v[k] - vu[k]);
+    guidance_combine(s->v, s->vu, s->cfg.cfg_scale, (size_t)nb * img);
 }
 
 /* The common loop. Noise for transition i: z_all + i*n*img when z_all is set, else drawn from

@@ -36,6 +36,7 @@ typedef struct {
     AdamW opt;
     Rng rng;
     Policy *pol;            /* the model on the configured backend */
+    GrpoConfig objective;   /* the clipped objective's settings, from the config */
     float *ema;             /* [num_params] the average of the weights, or NULL */
     PolicySampler *rollout; /* the SDE rollouts of an iteration (and the profiles) */
     Trajectory *tr;
@@ -153,15 +154,21 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
                       .weight_decay = (float)c->weight_decay,
                       .grad_clip = (float)c->grad_clip};
     rng_seed(&r->rng, (uint64_t)c->seed);
-    SamplerConfig sc;
+    r->objective = (GrpoConfig){.clip_eps = (float)c->clip_eps,
+                                .sde = sde_kind_named(c->sde),
+                                .eta = (float)c->eta,
+                                .kl_coef = (float)c->kl_coef,
+                                .guidance = c->cfg_scale != 1.0,
+                                .cfg_scale = (float)c->cfg_scale};
+    SamplerConfig sc; /* the rollouts sample the policy the objective trains */
     sampler_settings(&sc, SAMPLER_SDE, c->steps, c->shift, c->eta, c->sde);
     sc.noise_group = c->same_noise ? G : 0;
-    sc.guidance = c->cfg_scale != 1.0;
-    sc.cfg_scale = (float)c->cfg_scale;
+    sc.guidance = r->objective.guidance;
+    sc.cfg_scale = r->objective.cfg_scale;
     int batch = c->batch < r->n ? c->batch : r->n;
     /* the largest chunk must fit one call, its unconditional rows too when guided */
-    int rows_per_transition = sc.guidance ? 2 : 1;
-    if (batch < rows_per_transition * r->trainable) batch = rows_per_transition * r->trainable;
+    int floor_rows = r->trainable * grpo_rows_per_transition(&r->objective);
+    if (batch < floor_rows) batch = floor_rows;
     if (!(r->pol = policy_for_config(c->backend, c->precision, &r->model,
                                      c->kl_coef > 0 ? &r->ref : NULL, batch, err, errlen)) ||
         (hybrid && !(r->base_pol = policy_for_config(c->backend, c->precision, &r->ref, NULL, batch,
@@ -276,13 +283,7 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
             n_items++;
         }
     }
-    GrpoConfig gc = {.clip_eps = (float)c->clip_eps,
-                     .sde = sde_kind_named(c->sde),
-                     .eta = (float)c->eta,
-                     .kl_coef = (float)c->kl_coef,
-                     .guidance = c->cfg_scale != 1.0,
-                     .cfg_scale = (float)c->cfg_scale};
-    batch /= grpo_rows_per_transition(&gc); /* transitions per call */
+    batch /= grpo_rows_per_transition(&r->objective); /* transitions per call */
     /* every trained chunk counts equally: the objective's 1 / (trajectories x chunks trained),
      * over the trajectories one optimizer step accumulates */
     int per_iteration = strcmp(c->optimizer_step, "iteration") == 0;
@@ -291,8 +292,8 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
     for (int first = 0; first < n_items;) {
         int last = first, rows = 0;
         while (last < n_items && rows + r->items[last].size <= batch) rows += r->items[last++].size;
-        if (policy_items_backward(r->pol, r->rollout, r->tr, &gc, r->items + first, last - first,
-                                  scale, r->stats + first, err, errlen))
+        if (policy_items_backward(r->pol, r->rollout, r->tr, &r->objective, r->items + first,
+                                  last - first, scale, r->stats + first, err, errlen))
             return -1;
         first = last;
     }

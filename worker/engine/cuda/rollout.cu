@@ -307,7 +307,7 @@ int cuda_grpo_items_backward(CudaRollout *r, CudaEngine *e, CudaEngine *ref, con
         }
     }
     /* guided: rows [rows, 2 rows) repeat the first ones with the all-PAD prompt (grpo_cpu.c) */
-    const int model_rows = c->guidance ? 2 * rows : rows;
+    const int model_rows = rows * grpo_rows_per_transition(c);
     if (c->guidance) memcpy(r->t_rows_host + rows, r->t_rows_host, rows * sizeof(float));
     CUDA_CHECK(cudaMemcpyAsync(r->rows_dev, r->rows_host, rows * sizeof(GrpoRow),
                                cudaMemcpyHostToDevice, s));
