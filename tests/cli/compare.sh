@@ -2,6 +2,8 @@
 # compare.sh: deploy/experiments/compare.sh on the tiny reference model, one method, one seed:
 #   it prints the table with the evaluation it used, a second call reuses the finished runs, and
 #   a call whose evaluation or iterations differ refuses the folder instead of mixing results.
+#   Runs start from the basis config (the demo's unless BASIS says otherwise), and the paper's
+#   chunks are scaled to the steps they train.
 set -u
 cd "$(dirname "$0")/../.."
 . tests/cli/lib.bash
@@ -28,5 +30,14 @@ check "another evaluation noise refuses the folder" eval '[ "$rc" -ne 0 ] && gre
 cmp_run 2 EVAL_SEED=3
 check "other iterations refuse the finished run" eval '[ "$rc" -ne 0 ] && grep -qF "grpo-1/model.safetensors comes from another config" "$TMP/stderr"'
 check "  and leave its config as it was" grep -qF '"iterations": 1,' "$TMP/out/grpo-1.json"
+check "runs start from the demo's config" grep -qF '"beta1": 0.98' "$TMP/out/grpo-1.json"
+check "  with the run's own fields and EXTRA on top" eval 'grep -qF "\"method\": \"grpo\"" "$TMP/out/grpo-1.json" && grep -qF "\"steps\": 6," "$TMP/out/grpo-1.json"'
+
+rm -rf "$TMP/out"
+cmp_run 1 BASIS=none RUNS=chunks_paper
+check "BASIS=none runs the runner's defaults" eval '[ "$rc" -eq 0 ] && ! grep -qF "beta1" "$TMP/out/chunks_paper-1.json"'
+check "  the paper's [2,3,4,7] scaled to 5 transitions" eval 'grep -qF "\"chunks\": \"1,1,1,2\"" "$TMP/out/chunks_paper-1.json" && grep -qF "| chunks [1,1,1,2]" "$TMP/stdout"'
+cmp_run 1 BASIS="$TMP/missing.json"
+check "an unreadable BASIS is refused by name" eval '[ "$rc" -eq 2 ] && grep -qF "BASIS $TMP/missing.json: cannot read it" "$TMP/stderr"'
 
 summary compare
