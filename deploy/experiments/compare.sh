@@ -25,6 +25,9 @@ basis=${BASIS-deploy/experiments/demo-chunk-grpo.json}
 out=${OUT:-var/compare} worker=${WORKER:-bin/chunkgrpo-worker} jobs=${JOBS:-1}
 backend=${BACKEND:+--backend $BACKEND}
 mkdir -p "$out"
+# One comparison per folder: a second one would start the same unfinished runs again beside them.
+exec 9>"$out/.lock"
+flock -n 9 || { echo "compare.sh: another comparison is running in $out" >&2; exit 1; }
 
 # configure KIND [RUN_FIELDS]: the JSON config of the base evaluation (KIND eval) or of one GRPO
 # run (KIND grpo), from the basis, the environment and the run's own fields.
@@ -142,22 +145,27 @@ wait
 LABELS=$(printf '%s\n' "${labels[@]}") python3 - "$out" "$iterations" $seeds <<'PY' | tee "$out/table.md"
 import json, statistics, sys, glob, os
 out, iters, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
-def final(path):  # the last held-out evaluation of a run folder
-    evals = sorted(glob.glob(os.path.join(path, "eval", "iter-*", "eval.json")))
-    return json.load(open(evals[-1]))["ode"]["align_mean"]
-rows = [("base model", [json.load(open(f"{out}/base/eval.json"))["ode"]["align_mean"]])]
+def evals(path):  # {iteration: held-out align} of a finished run folder
+    files = glob.glob(os.path.join(path, "eval", "iter-*", "eval.json"))
+    return {int(f.split("iter-")[-1].split(os.sep)[0]): json.load(open(f))["ode"]["align_mean"]
+            for f in files}
+base_eval = json.load(open(f"{out}/base/eval.json"))["ode"]
+rows = [("base model", [base_eval["align_mean"]], {})]
 for line in os.environ["LABELS"].splitlines():
     name, label = line.split("|", 1)
-    vals = [final(f"{out}/{name}-{s}") for s in seeds if os.path.isdir(f"{out}/{name}-{s}/eval")]
-    if vals: rows.append((label, vals))
-b = statistics.mean(rows[0][1])  # relative gains are over step level's, as the paper's
-g = next((statistics.mean(v) for label, v in rows if label == "step-level GRPO"), None)
-ode = json.load(open(f"{out}/base/eval.json"))["ode"]
-print(f"held-out align (ODE, 64 prompts x {ode['seeds']} seeds of noise seed {ode.get('noise_seed', 0)}), "
-      f"{iters} iterations, seeds {' '.join(seeds)}\n")
+    runs = [evals(f"{out}/{name}-{s}") for s in seeds
+            if os.path.exists(f"{out}/{name}-{s}/model.safetensors")]
+    if not runs: continue
+    common = set.intersection(*(set(r) for r in runs))  # the evaluations every seed made
+    curve = {it: statistics.mean(r[it] for r in runs) for it in common}
+    rows.append((label, [r[max(r)] for r in runs], curve))
+b = base_eval["align_mean"]  # relative gains are over step level's, as the paper's
+g = next((statistics.mean(v) for label, v, _ in rows if label == "step-level GRPO"), None)
+print(f"held-out align (ODE, 64 prompts x {base_eval['seeds']} seeds of noise seed "
+      f"{base_eval.get('noise_seed', 0)}), {iters} iterations, seeds {' '.join(seeds)}\n")
 print("| method | held-out align | per seed | spread over seeds | gain over base | relative gain |")
 print("|---|---|---|---|---|---|")
-for label, vals in rows:
+for label, vals, _ in rows:
     m = statistics.mean(vals); sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
     base = label == "base model"
     rel = "" if g is None or g == b or base else f"{(m - b) / (g - b):.2f}"
@@ -165,4 +173,11 @@ for label, vals in rows:
     per = "" if base else " / ".join(f"{v:.3f}" for v in vals)
     gain = "" if base else f"{m - b:+.3f}"
     print(f"| {label} | {m:.3f} | {per} | {spread} | {gain} | {rel} |")
+its = sorted(set.union(*(set(c) for _, _, c in rows)) - {0})
+if len(its) > 1:  # with EVAL_EVERY: the mean over seeds at every evaluation
+    print("\nmean over seeds at each evaluation (iteration 0 is the base model)\n")
+    print("| method | " + " | ".join(str(i) for i in its) + " |")
+    print("|---|" + "---|" * len(its))
+    for label, _, curve in rows[1:]:
+        print(f"| {label} | " + " | ".join(f"{curve[i]:.3f}" if i in curve else "" for i in its) + " |")
 PY

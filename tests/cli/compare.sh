@@ -37,7 +37,16 @@ rm -rf "$TMP/out"
 cmp_run 1 BASIS=none RUNS=chunks_paper
 check "BASIS=none runs the runner's defaults" eval '[ "$rc" -eq 0 ] && ! grep -qF "beta1" "$TMP/out/chunks_paper-1.json"'
 check "  the paper's [2,3,4,7] scaled to 5 transitions" eval 'grep -qF "\"chunks\": \"1,1,1,2\"" "$TMP/out/chunks_paper-1.json" && grep -qF "| chunks [1,1,1,2]" "$TMP/stdout"'
+rm -rf "$TMP/out"
+cmp_run 2 EVAL_EVERY=1
+check "with EVAL_EVERY, the mean at every evaluation" eval 'grep -qF "| method | 1 | 2 |" "$TMP/stdout" && grep -qE "^\| step-level GRPO \| [0-9.]+ \| [0-9.]+ \|$" "$TMP/stdout"'
 cmp_run 1 BASIS="$TMP/missing.json"
 check "an unreadable BASIS is refused by name" eval '[ "$rc" -eq 2 ] && grep -qF "BASIS $TMP/missing.json: cannot read it" "$TMP/stderr"'
+mkdir -p "$TMP/out"
+flock "$TMP/out/.lock" sleep 3 &
+sleep 0.5
+cmp_run 1
+check "a second comparison in the same folder is refused" eval '[ "$rc" -eq 1 ] && grep -qF "another comparison is running in $TMP/out" "$TMP/stderr"'
+wait
 
 summary compare
