@@ -35,6 +35,17 @@ for spec in 'grpo:' 'chunk_grpo:"2,3"' 'chunk_grpo:"uniform:2"' 'chunk_grpo:"aut
     check "$name: metrics carry the per-chunk ratios" [ "$(field "$dir/metrics.jsonl" 1 "['chunk_ratio'].__len__()")" -ge 2 ]
 done
 check "step level trains every transition as its own chunk" [ "$(field "$TMP/run-grpo-/metrics.jsonl" 1 "['chunks']")" = "[1, 1, 1, 1, 1]" ]
+# On policy (every ratio 1) a chunk's gradient is A times the mean of its steps' log-prob
+# gradients, so one chunk over every step is step level with each step weighted 1/5: the first
+# update's gradient must agree to float rounding.
+for spec in 'step:"method": "grpo"' 'one:"method": "chunk_grpo", "chunks": "5"'; do
+    config "$TMP/c.json" 1 "${spec#*:}, \"train_fraction\": 1.0"
+    run "$TMP/c.json" --out "$TMP/onpolicy-${spec%%:*}"
+done
+check "on policy, one chunk over every step gives step level's gradient" $PYTHON -c "
+import json, sys
+a, b = (json.loads(open('$TMP/onpolicy-%s/metrics.jsonl' % n).readlines()[1]) for n in ('step', 'one'))
+sys.exit(0 if abs(a['grad_norm'] - b['grad_norm']) <= 1e-5 * a['grad_norm'] and a['chunks'] != b['chunks'] else 1)"
 
 config "$TMP/bad.json" 2 '"chunks": "2,2"'
 run "$TMP/bad.json" --out "$TMP/bad"
