@@ -32,7 +32,7 @@ flock -n 9 || { echo "compare.sh: another comparison is running in $out" >&2; ex
 # configure KIND [RUN_FIELDS]: the JSON config of the base evaluation (KIND eval) or of one GRPO
 # run (KIND grpo), from the basis, the environment and the run's own fields.
 configure() {
-  BASIS_FILE=$basis BASE=${BASE:-} EXTRA=${EXTRA:-} ITERATIONS=$iterations \
+  BASIS_FILE=$basis BASE=${BASE:-} EXTRA=${EXTRA:-} ITERATIONS=${iterations:-} \
     EVAL_EVERY=${EVAL_EVERY:-0} EVAL_SEEDS=${EVAL_SEEDS:-} EVAL_SEED=${EVAL_SEED:-} SEED=${seed:-0} \
     python3 - "$@" <<'PY'
 import json, os, sys
@@ -52,18 +52,15 @@ if kind == "eval":  # the base model, scored exactly as the runs score their pol
     print(json.dumps(ev))
     sys.exit()
 cfg.update(json.loads("{" + fields + "}"))
-cfg.update({"iterations": int(e["ITERATIONS"]), "seed": int(e["SEED"]),
-            "eval_every": int(e["EVAL_EVERY"]), "eval_prompts": 64})
+cfg.update({"seed": int(e["SEED"]), "eval_every": int(e["EVAL_EVERY"]), "eval_prompts": 64})
+if e["ITERATIONS"]: cfg["iterations"] = int(e["ITERATIONS"])  # else the basis's
 cfg.update(json.loads("{" + e["EXTRA"] + "}"))
 print(json.dumps(cfg))
 PY
 }
-setting() { # setting FIELD DEFAULT: a field of the basis with EXTRA on top, or its default
-  BASIS_FILE=$basis EXTRA=${EXTRA:-} python3 -c '
-import json, os, sys
-cfg = json.load(open(os.environ["BASIS_FILE"])) if os.environ["BASIS_FILE"] else {}
-cfg.update(json.loads("{" + os.environ["EXTRA"] + "}"))
-print(cfg.get(sys.argv[1], sys.argv[2]))' "$1" "$2"
+setting() { # setting FIELD DEFAULT: a field of a run's config (the basis with EXTRA on top)
+  iterations=${iterations:-} configure grpo "" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], sys.argv[2]))' "$1" "$2"
 }
 iterations=${1:-$(setting iterations 150)} seeds=${2:-5 6 7}
 trainable=$(($(setting steps 17) - 1)) fraction=$(setting train_fraction 0.5)
