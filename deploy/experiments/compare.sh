@@ -7,7 +7,7 @@
 # var/compare) and prints the table (also OUT/table.md). Finished runs are kept, so a second call
 # continues an interrupted comparison; a call whose settings differ from those a finished run (or
 # the base evaluation) was made with stops rather than mix the two.
-#   deploy/experiments/compare.sh [ITERATIONS=the basis's] [SEEDS="5 6 7"]
+#   deploy/experiments/compare.sh [ITERATIONS=the basis's, else the runner's] [SEEDS="5 6 7"]
 # Environment: OUT, WORKER (bin/chunkgrpo-worker), BASE (the basis's model),
 #              BASIS (the grpo config every run starts from, default
 #                     deploy/experiments/demo-chunk-grpo.json; "none": the runner's defaults, the
@@ -58,12 +58,20 @@ cfg.update(json.loads("{" + e["EXTRA"] + "}"))
 print(json.dumps(cfg))
 PY
 }
-setting() { # setting FIELD DEFAULT: a field of a run's config (the basis with EXTRA on top)
-  iterations=${iterations:-} configure grpo "" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], sys.argv[2]))' "$1" "$2"
+setting() { # setting FIELD: a field of a run's config (the basis with EXTRA on top), else the
+  # runner's own default from the worker's schema, so that no default is restated here
+  configure grpo "" | python3 -c '
+import json, subprocess, sys
+field, worker, cfg = sys.argv[1], sys.argv[2], json.load(sys.stdin)
+if field not in cfg:
+    out = subprocess.run([worker, "schema"], stdin=subprocess.DEVNULL, capture_output=True, check=True)
+    kinds = json.loads(out.stdout)["oneOf"]
+    cfg[field] = next(k["properties"] for k in kinds
+                      if k["properties"]["kind"].get("const") == "grpo")[field]["default"]
+print(cfg[field])' "$1" "$worker"
 }
-iterations=${1:-$(setting iterations 150)} seeds=${2:-5 6 7}
-trainable=$(($(setting steps 17) - 1)) fraction=$(setting train_fraction 0.5)
+iterations=${1:-$(setting iterations)} seeds=${2:-5 6 7}
+trainable=$(($(setting steps) - 1)) fraction=$(setting train_fraction)
 # The paper's [2, 3, 4, 7] for 16 transitions, scaled to ours (largest remainders; [1, 2, 3, 4]
 # for the demo's 10): small chunks at high noise.
 paper_chunks=$(python3 -c '
