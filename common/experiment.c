@@ -36,7 +36,7 @@ const char *const precision_names[] = {"tf32", "fp32", "bf16", NULL};
             "the cpu backend is always fp32"                                                       \
     }
 
-static const char *const sde_kinds[] = {"flow", "dance", NULL};
+static const char *const sde_kinds[] = {"flow", "dance", "cps", NULL};
 static const char *const eval_modes[] = {"ode", "hybrid", NULL};
 
 /* ---- pretrain ------------------------------------------------------------------------------ */
@@ -112,7 +112,7 @@ const ConfigField eval_fields[] = {
       "SDE groups share their initial noise (init_same_noise; the paper's groups do)"),
     F(steps, CONFIG_INT, 1, EXPERIMENT_MAX_STEPS, "17", "sampling steps (paper 17)"),
     F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
-    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
+    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7; cps: at most 1)"),
     {"sde", CONFIG_STRING, offsetof(EvalConfig, sde), 0, 0, "\"flow\"", sde_kinds,
      "SDE kind of the group pass"},
     F(cfg_scale, CONFIG_FLOAT, 0, 100, "1", "classifier-free guidance scale; 1 = none"),
@@ -187,7 +187,9 @@ const ConfigField grpo_fields[] = {
       "conditional model. Guided, every model call also runs the all-PAD prompt: about twice the "
       "time per iteration"),
     {"sde", CONFIG_STRING, offsetof(GrpoRunConfig, sde), 0, 0, "\"flow\"", sde_kinds,
-     "flow (Flow-GRPO) or dance (DanceGRPO) SDE"},
+     "flow (Flow-GRPO), dance (DanceGRPO) or cps (coefficients-preserving: every step's image "
+     "holds the noise level of its schedule, no excess noise for the policy to learn to remove; "
+     "eta at most 1) SDE"},
     F(clip_eps, CONFIG_FLOAT, 0, 1, "1e-3",
       "ratio clip range; the paper's 5e-5 was set for a 12B model and full-resolution images; at "
       "our scale ratios move more per update (algorithm.md section 3 suggests trying 1e-3)"),
@@ -273,7 +275,7 @@ const ConfigField profile_fields[] = {
     F(seeds, CONFIG_INT, 1, 64, "2", "SDE rollouts per prompt"),
     F(steps, CONFIG_INT, 2, EXPERIMENT_MAX_STEPS, "17", "sampling steps (paper 17)"),
     F(shift, CONFIG_FLOAT, 0.01, 100, "3", "schedule shift (paper 3)"),
-    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7)"),
+    F(eta, CONFIG_FLOAT, 0.001, 10, "0.7", "SDE noise strength (paper 0.7; cps: at most 1)"),
     {"sde", CONFIG_STRING, offsetof(ProfileConfig, sde), 0, 0, "\"flow\"", sde_kinds,
      "SDE kind of the rollouts"},
     F(chunk_count, CONFIG_INT, 1, EXPERIMENT_MAX_STEPS, "4",
@@ -335,9 +337,24 @@ int chunk_spec_parse(const char *spec, int trainable, ChunkSpec *out, char *err,
     return 0;
 }
 
+/* cps's eta is the fraction of a quarter turn from the predicted noise to fresh noise, so it
+ * cannot pass 1; flow and dance take any eta the field's range allows. */
+static int sde_eta_check(const char *sde, double eta, char *err, size_t errlen)
+{
+    if (strcmp(sde, "cps") == 0 && eta > 1.0) {
+        snprintf(err, errlen,
+                 "config.eta: %g, but the cps SDE takes eta in (0, 1] (1: all of the predicted "
+                 "noise replaced by fresh noise)",
+                 eta);
+        return -1;
+    }
+    return 0;
+}
+
 static int eval_check(const void *cfg, char *err, size_t errlen)
 {
     const EvalConfig *c = cfg;
+    if (sde_eta_check(c->sde, c->eta, err, errlen)) return -1;
     if (strcmp(c->mode, "hybrid") == 0 && !c->base_model[0]) {
         snprintf(err, errlen, "config.base_model: hybrid evaluation needs the base checkpoint");
         return -1;
@@ -351,6 +368,7 @@ static int grpo_check(const void *cfg, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = cfg;
     int trainable = c->steps - 1, chunks = trainable;
+    if (sde_eta_check(c->sde, c->eta, err, errlen)) return -1;
     if (strcmp(c->method, "chunk_grpo") == 0) {
         ChunkSpec spec;
         if (chunk_spec_parse(c->chunks, trainable, &spec, err, errlen)) return -1;
@@ -382,6 +400,7 @@ static int profile_check(const void *cfg, char *err, size_t errlen)
 {
     const ProfileConfig *c = cfg;
     int trainable = c->steps - 1;
+    if (sde_eta_check(c->sde, c->eta, err, errlen)) return -1;
     if (c->chunk_count > trainable || c->max_chunks > trainable) {
         snprintf(err, errlen, "config.%s: at most steps - 1 = %d chunks",
                  c->chunk_count > trainable ? "chunk_count" : "max_chunks", trainable);

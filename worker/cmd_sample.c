@@ -36,7 +36,7 @@ static void sample_usage(FILE *out)
 {
     fprintf(out,
             "usage: %s sample --model M --prompt TEXT --out DIR [--n 8] [--steps 17]\n"
-            "         [--sampler ode|sde] [--sde flow|dance] [--eta 0.7] [--shift 3] [--seed 1]\n"
+            "         [--sampler ode|sde] [--sde flow|dance|cps] [--eta 0.7] [--shift 3] [--seed 1]\n"
             "         [--cfg W] [--same-noise] [--trajectory FILE.safetensors] [--batch B]\n"
             "         [--threads N] [--backend cpu|cuda]\n"
             "(see %s help)\n",
@@ -225,12 +225,8 @@ static int sample_parse(int argc, char **argv, SampleArgs *a, int *done)
             a->kind_set = 1;
             break;
         case 'd':
-            if (strcmp(optarg, "flow") == 0)
-                a->sc.sde = SDE_FLOW;
-            else if (strcmp(optarg, "dance") == 0)
-                a->sc.sde = SDE_DANCE;
-            else {
-                fprintf(stderr, "%s sample: --sde expects flow or dance, got \"%s\"\n", progname,
+            if (sde_kind_from_name(optarg, &a->sc.sde)) {
+                fprintf(stderr, "%s sample: --sde expects flow, dance or cps, got \"%s\"\n", progname,
                         optarg);
                 return EXIT_USAGE;
             }
@@ -335,7 +331,7 @@ static int write_trajectory(const SampleArgs *a, const ModelConfig *cfg, const T
     st_writer_meta(w, "prompt", a->prompt);
     st_writer_meta(w, "sampler", a->sc.kind == SAMPLER_ODE ? "ode" : "sde");
     if (a->sc.kind == SAMPLER_SDE) {
-        st_writer_meta(w, "sde", a->sc.sde == SDE_FLOW ? "flow" : "dance");
+        st_writer_meta(w, "sde", sde_kind_name(a->sc.sde));
         format_float(buf, sizeof buf, a->sc.eta);
         st_writer_meta(w, "eta", buf);
     }

@@ -38,7 +38,7 @@ static const struct {
      "      from the tables that validate them (schema/experiment.schema.json is its output)."},
     {"sample", cmd_sample,
      "--model M --prompt TEXT --out DIR [--n 8] [--steps 17] [--sampler ode|sde]\n"
-     "      [--sde flow|dance] [--eta 0.7] [--shift 3] [--seed 1] [--cfg W] [--same-noise]\n"
+     "      [--sde flow|dance|cps] [--eta 0.7] [--shift 3] [--seed 1] [--cfg W] [--same-noise]\n"
      "      [--trajectory FILE.safetensors] [--batch B] [--threads N] [--backend cpu|cuda]\n"
      "      Samples n images for the prompt (ODE by default; SDE as GRPO rolls out) and writes\n"
      "      DIR/sample_000.png ... (each sample's x0_hat) and DIR/grid.png; --trajectory also\n"

@@ -191,6 +191,15 @@ config "$TMP/bad.json" 2 '"cfg_scale": -1'
 run "$TMP/bad.json" --out "$TMP/bad-cfg"
 check "a negative cfg_scale is named" grep -qF 'config.cfg_scale' "$TMP/stderr"
 
+# the cps SDE: rollouts and training pass agree (first ratios 1); eta above 1 is named
+config "$TMP/cps.json" 2 '"chunks": "2,3", "sde": "cps", "eta": 0.9'
+run "$TMP/cps.json" --out "$TMP/cps"
+check "a cps run succeeds" [ "$rc" -eq 0 ]
+check "  its first ratios, recomputed, are 1" [ "$(field "$TMP/cps/metrics.jsonl" 1 "['ratio_min'] > 1 - 1e-5 and json.loads(open('$TMP/cps/metrics.jsonl').readlines()[1])['ratio_max'] < 1 + 1e-5")" = True ]
+config "$TMP/bad.json" 2 '"sde": "cps", "eta": 1.2'
+run "$TMP/bad.json" --out "$TMP/bad-cps"
+check "cps with eta 1.2 is refused naming config.eta" eval '[ "$rc" -ne 0 ] && grep -qF "config.eta: 1.2, but the cps SDE" "$TMP/stderr" && [ ! -e "$TMP/bad-cps/metrics.jsonl" ]'
+
 # a training prompt file: captions checked against the grammar, the bad line named
 printf '# two prompts\nA red circle\n\ntwo  green triangles\n' >"$TMP/prompts.txt"
 config "$TMP/p.json" 2 "\"prompts\": \"$TMP/prompts.txt\""

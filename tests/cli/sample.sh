@@ -161,6 +161,30 @@ if [ "$rc" -eq 0 ] && st --list "$TMP/dance.st" | grep -q "__metadata__ sde='dan
 else
     fail "dance sde runs" "exit $rc: $(err_text)"
 fi
+# cps: its last transition is deterministic, so x_N is the final image and its logp is 0
+sample --model "$MODEL" --prompt "a red circle" --n 2 --steps 4 --sampler sde --sde cps --eta 0.8 \
+    --out "$TMP/cps" --trajectory "$TMP/cps.st"
+cps_check() {
+    "$PYTHON" - "$TMP/cps.st" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+(hl,) = struct.unpack("<Q", raw[:8])
+head, data = json.loads(raw[8:8 + hl]), raw[8 + hl:]
+def f32(name):
+    a, b = head[name]["data_offsets"]
+    return struct.unpack(f"<{(b - a) // 4}f", data[a:b])
+x, logp, x0 = f32("x"), f32("logp"), f32("x0_hat")
+last = x[len(x) - len(x0):]
+ok = head["__metadata__"]["sde"] == "cps" and logp[-2:] == (0.0, 0.0) and 0.0 not in logp[:-2]
+ok = ok and max(abs(a - b) for a, b in zip(last, x0)) <= 1e-6 * max(map(abs, x0))
+sys.exit(0 if ok else 1)
+PY
+}
+if [ "$rc" -eq 0 ] && cps_check; then
+    pass "cps sde: the last step lands on the final image, its logp 0"
+else
+    fail "cps sde: the last step lands on the final image, its logp 0" "exit $rc: $(err_text)"
+fi
 
 # ---- the prompt: unknown words are warned about, an empty prompt samples unconditionally
 sample --model "$MODEL" --prompt "a red Zebra left of the square" --n 1 --steps 2 --out "$TMP/unk"
@@ -206,6 +230,7 @@ bad "--eta 0" "--eta" -- "${G[@]}" --sampler sde --eta 0
 bad "--eta -1" "--eta" -- "${G[@]}" --sampler sde --eta -1
 bad "--eta nan" "--eta" -- "${G[@]}" --sampler sde --eta nan
 bad "--eta 0.7x" "--eta" -- "${G[@]}" --sampler sde --eta 0.7x
+bad "--eta 1.5 with cps" "eta must be at most 1 for the cps SDE" -- "${G[@]}" --sampler sde --sde cps --eta 1.5
 bad "--shift 0" "--shift" -- "${G[@]}" --shift 0
 bad "--shift inf" "--shift" -- "${G[@]}" --shift inf
 bad "--cfg inf" "--cfg" -- "${G[@]}" --cfg inf

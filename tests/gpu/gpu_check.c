@@ -196,7 +196,7 @@ static void check_sampler_case(const Model *m, CgRaw *f, Prec pr, SamplerKind ki
     sampler_config_default(&sc);
     sc.steps = steps;
     sc.shift = strtof(need_meta(f, "shift"), NULL);
-    sc.eta = strtof(need_meta(f, "eta"), NULL);
+    sc.eta = strtof(need_meta(f, sde == SDE_CPS ? "cps_eta" : "eta"), NULL);
     sc.kind = kind;
     sc.sde = sde;
     sc.guidance = guidance;
@@ -211,8 +211,9 @@ static void check_sampler_case(const Model *m, CgRaw *f, Prec pr, SamplerKind ki
     if (cuda_rollout_run_noise(r, e, need_i32(f, "tokens", (size_t)n * c->text_len),
                                need_f32(f, "x_init", n * img), z, tr, 1, err, sizeof err))
         fprintf(stderr, "gpu_check: %s\n", err), exit(2);
-    const char *name = kind == SAMPLER_ODE ? (guidance ? "ode_cfg" : "ode")
-                                           : (sde == SDE_FLOW ? "sde_flow" : "sde_dance");
+    char name[32];
+    snprintf(name, sizeof name, "%s", kind == SAMPLER_ODE ? (guidance ? "ode_cfg" : "ode") : "");
+    if (kind == SAMPLER_SDE) snprintf(name, sizeof name, "sde_%s", sde_kind_name(sde));
     const char *att = flash ? "flash attention" : "batched attention";
     char key[64], what[128];
     snprintf(key, sizeof key, "%s.x0_hat", name);
@@ -241,6 +242,7 @@ static void check_sampler(const Model *m, Prec pr)
     for (int flash = 0; flash <= 1; flash++) {
         check_sampler_case(m, f, pr, SAMPLER_SDE, SDE_FLOW, 0, flash);
         check_sampler_case(m, f, pr, SAMPLER_SDE, SDE_DANCE, 0, flash);
+        check_sampler_case(m, f, pr, SAMPLER_SDE, SDE_CPS, 0, flash);
         check_sampler_case(m, f, pr, SAMPLER_ODE, SDE_FLOW, 0, flash);
     }
     check_sampler_case(m, f, pr, SAMPLER_ODE, SDE_FLOW, 1, 0);
@@ -260,7 +262,9 @@ static void check_grpo(const Model *m0, Prec pr)
     int steps = atoi(need_meta(f, "steps"));
     int n = atoi(need_meta(f, "groups")) * atoi(need_meta(f, "group_size"));
     size_t img = cfg_image_numel(c), T = (size_t)c->text_len;
-    SdeKind sde = strcmp(need_meta(f, "sde"), "flow") == 0 ? SDE_FLOW : SDE_DANCE;
+    SdeKind sde = SDE_FLOW;
+    if (sde_kind_from_name(need_meta(f, "sde"), &sde))
+        fprintf(stderr, "gpu_check: grpo fixture: unknown sde\n"), exit(2);
     float eta = strtof(need_meta(f, "eta"), NULL);
     Model m1;
     model_init(&m1, c);
@@ -276,8 +280,8 @@ static void check_grpo(const Model *m0, Prec pr)
     memcpy(tr->sigmas, need_f32(f, "sigmas", steps + 1), (size_t)(steps + 1) * 4);
     memcpy(tr->tokens, need_i32(f, "tokens", n * T), n * T * 4);
 
-    const char *cases[] = {"step", "chunk", "seq", "kl", "cfg", "cfgkl"};
-    for (int ci = 0; ci < 6; ci++) {
+    const char *cases[] = {"step", "chunk", "seq", "kl", "cfg", "cfgkl", "cps"};
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
         char key[64], err[512];
         snprintf(key, sizeof key, "%s.items", cases[ci]);
         const CgTensor *ti = cgraw_find(f, key);
@@ -298,12 +302,21 @@ static void check_grpo(const Model *m0, Prec pr)
         gc.kl_coef = strtof(need_meta(f, key), NULL);
         snprintf(key, sizeof key, "%s.scale", cases[ci]);
         float scale = strtof(need_meta(f, key), NULL);
-        /* a guided case scores the recorded x against the guided policy's logp_old */
+        /* a guided or cps case scores the recorded x against its own policy's logp_old */
         memcpy(tr->logp, logp_old, (size_t)steps * n * 4);
         snprintf(key, sizeof key, "%s.cfg_scale", cases[ci]);
-        if (cgraw_meta(f, key)) {
+        int own_logp = cgraw_meta(f, key) != NULL;
+        if (own_logp) {
             gc.guidance = 1;
             gc.cfg_scale = strtof(cgraw_meta(f, key), NULL);
+        }
+        snprintf(key, sizeof key, "%s.sde", cases[ci]);
+        if (cgraw_meta(f, key)) {
+            if (sde_kind_from_name(cgraw_meta(f, key), &gc.sde))
+                fprintf(stderr, "gpu_check: %s: unknown sde\n", cases[ci]), exit(2);
+            own_logp = 1;
+        }
+        if (own_logp) {
             snprintf(key, sizeof key, "%s.logp_old", cases[ci]);
             memcpy(tr->logp, need_f32(f, key, (size_t)(steps - 1) * n),
                    (size_t)(steps - 1) * n * 4);
@@ -319,7 +332,7 @@ static void check_grpo(const Model *m0, Prec pr)
         sc.steps = steps;
         sc.shift = strtof(need_meta(f, "shift"), NULL);
         sc.eta = eta;
-        sc.sde = sde;
+        sc.sde = gc.sde;
         CudaRollout *r = cuda_rollout_new(e, &sc, n, err, sizeof err);
         if (!r) fprintf(stderr, "gpu_check: %s\n", err), exit(2);
         if (cuda_rollout_load(r, e, tr, err, sizeof err))

@@ -38,9 +38,11 @@ for the cases (chunk sizes, clip eps, kl_coef, scale in __metadata__ as "<case>.
   cfg    sizes 2,3        1 or 2 chunks each      eps "gap", classifier-free guidance 2.5
   cfgkl  sizes 2,3        1 or 2 chunks each      eps 0.2, guidance 2.5, kl_coef 10 (the
                                                   reference guided too)
-The guided cases score the same recorded x under the guided policy: their logp_old is the guided
-log-probability at theta0 (<case>.logp_old [5,6], trainable steps only), and "<case>.cfg_scale"
-in the metadata says they are guided.
+  cps    sizes 2,3        1 or 2 chunks each      eps "gap", the cps SDE (eta 0.7)
+The guided cases and cps score the same recorded x under their own policy: their logp_old is that
+policy's log-probability at theta0 (<case>.logp_old [5,6], trainable steps only);
+"<case>.cfg_scale" in the metadata says a case is guided, "<case>.sde" names its SDE when it is
+not the rollout's.
 A "gap" eps sits in the middle of the widest gap between the items' |r - 1| (see gap_eps), so
 that some items are clipped and some not. The script checks that every ratio is at least MARGIN
 from a clip bound (float32 cannot flip a decision) and that the gap cases hold both clipped and
@@ -73,13 +75,15 @@ REWARDS = [0.25, 0.75, 0.375, 0.875, 0.125, 0.5]
 ADV_CASES = ([[0.1, 0.4, 0.2, 0.9], [0.3, 0.3, 0.3, 0.3], [1.0, 0.0, 0.0, 0.0],
               [0.5, 0.5, 0.5, 0.50000006]], 1.2)
 # name, chunk sizes, chunks trained per trajectory (None: all of one chunk, else 1 or 2 of the
-# two at random), eps ("gap": see gap_eps), kl_coef, classifier-free guidance (None: unguided)
-CASES = [("step", [1, 1, 1, 1, 1], 3, "gap", 0.0, None),
-         ("chunk", [2, 3], None, "gap", 0.0, None),
-         ("seq", [5], None, 0.2, 0.0, None),
-         ("kl", [2, 3], None, 0.2, 10.0, None),
-         ("cfg", [2, 3], None, "gap", 0.0, 2.5),
-         ("cfgkl", [2, 3], None, 0.2, 10.0, 2.5)]
+# two at random), eps ("gap": see gap_eps), kl_coef, classifier-free guidance (None: unguided),
+# the SDE of the policy (the rollout's unless named)
+CASES = [("step", [1, 1, 1, 1, 1], 3, "gap", 0.0, None, SDE),
+         ("chunk", [2, 3], None, "gap", 0.0, None, SDE),
+         ("seq", [5], None, 0.2, 0.0, None, SDE),
+         ("kl", [2, 3], None, 0.2, 10.0, None, SDE),
+         ("cfg", [2, 3], None, "gap", 0.0, 2.5, SDE),
+         ("cfgkl", [2, 3], None, 0.2, 10.0, 2.5, SDE),
+         ("cps", [2, 3], None, "gap", 0.0, None, "cps")]
 MARGIN = 2e-6  # minimum |r - bound| of a clip decision (C's ratios agree to about 1e-7)
 
 
@@ -199,28 +203,31 @@ def main():
     print(f"theta1: |log step ratio| median {steplr.median().item():.2e} "
           f"max {steplr.max().item():.2e}")
 
-    for name, sizes, per_traj, eps, kl_coef, cfg in CASES:
+    for name, sizes, per_traj, eps, kl_coef, cfg, sde in CASES:
         items = choose_items(sizes, per_traj, adv, g)
         case_traj = traj
-        if cfg is not None:  # the guided policy's log-probabilities of the recorded x at theta0
+        if cfg is not None or sde != SDE:  # its policy's log-probabilities of x at theta0
             with torch.no_grad():
-                _, stc = grpo_ref.items_loss(theta0, traj, every, 0.2, SDE, ETA, 1.0,
+                _, stc = grpo_ref.items_loss(theta0, traj, every, 0.2, sde, ETA, 1.0,
                                              cfg_scale=cfg)
             lpc = as_f32(torch.tensor([s["logp_new"][0].item() for s in stc])
                          .view(n, trainable).t())
             case_traj = dict(traj, logp_old=lpc)
             out.append((f"{name}.logp_old", f32(lpc)))
+        if cfg is not None:
             meta[f"{name}.cfg_scale"] = repr(cfg)
+        if sde != SDE:
+            meta[f"{name}.sde"] = sde
         if eps == "gap":
             with torch.no_grad():
-                _, st = grpo_ref.items_loss(theta1, case_traj, items, 1.0, SDE, ETA, 1.0,
+                _, st = grpo_ref.items_loss(theta1, case_traj, items, 1.0, sde, ETA, 1.0,
                                             cfg_scale=cfg)
             eps = gap_eps([s["ratio"] for s in st], [i[3] for i in items])
         eps = float(np.float32(eps))  # the C side holds eps as a float
         per = per_traj if per_traj is not None else len(items) / n
         scale = float(np.float32(1.0 / (GROUP_SIZE * per * GROUPS)))
         theta1.zero_grad()
-        total, st = grpo_ref.items_loss(theta1, case_traj, items, eps, SDE, ETA, scale, kl_coef,
+        total, st = grpo_ref.items_loss(theta1, case_traj, items, eps, sde, ETA, scale, kl_coef,
                                         theta0 if kl_coef > 0 else None, cfg)
         total.backward()
         grad = flat_grads(theta1)

@@ -23,7 +23,7 @@ def flow_schedule(steps, shift, dtype=torch.float64):
 
 def sde_sigma_t(sigmas, i, sde, eta):
     """The SDE noise strength of transition i: flow eta*sqrt(sigma/(1-sigma_g)) with sigma_g =
-    sigma except sigmas[1] at sigma == 1; dance: eta."""
+    sigma except sigmas[1] at sigma == 1; dance: eta. (cps is its own form in sde_step.)"""
     sigma = float(sigmas[i])
     if sde == "dance":
         return float(eta)
@@ -36,6 +36,14 @@ def sde_sigma_t(sigmas, i, sde, eta):
 def sde_step(x, v, sigmas, i, sde, eta):
     """(mu, std) of transition i from x with velocity v."""
     sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+    if sde == "cps":
+        # coefficients-preserving sampling (Wang and Yu 2025, arXiv:2509.05952): the next state
+        # holds (1 - sigma_next) of the predicted clean image and noise of total scale
+        # sigma_next, a cos(theta) part of the predicted noise and a sin(theta) part fresh
+        theta = eta * math.pi / 2.0
+        x0_hat, eps_hat = x - sigma * v, x + (1.0 - sigma) * v
+        mu = (1.0 - sigma_next) * x0_hat + sigma_next * math.cos(theta) * eps_hat
+        return mu, sigma_next * math.sin(theta)
     h = sigma - sigma_next
     st = sde_sigma_t(sigmas, i, sde, eta)
     mu = x - h * (v + st ** 2 / (2.0 * sigma) * (x + (1.0 - sigma) * v))
@@ -43,7 +51,10 @@ def sde_step(x, v, sigmas, i, sde, eta):
 
 
 def sde_logp(x_next, mu, std):
-    """Per-sample MEAN over the image elements of the Gaussian log-density: [n]."""
+    """Per-sample MEAN over the image elements of the Gaussian log-density: [n]. A
+    deterministic transition (std 0: the last cps step) has no density and records 0."""
+    if std == 0.0:
+        return torch.zeros(x_next.shape[0], dtype=x_next.dtype)
     lp = -(x_next - mu) ** 2 / (2.0 * std ** 2) - math.log(std) - 0.5 * math.log(2.0 * math.pi)
     return lp.reshape(lp.shape[0], -1).mean(1)
 

@@ -53,6 +53,7 @@ static void test_valid_config_of_every_kind(void)
     expect_valid("{\"kind\": \"grpo\", \"chunks\": \"2,3,4,7\", \"steps\": 17, \"lr\": 2e-5, "
                  "\"sde\": \"dance\", \"eval_mode\": \"hybrid\", \"threads\": 2}");
     expect_valid("{\"kind\": \"grpo\", \"chunks\": \"uniform:16\"}");
+    expect_valid("{\"kind\": \"grpo\", \"sde\": \"cps\", \"eta\": 1}");
     expect_valid("{\"kind\": \"grpo\", \"chunks\": \"dynamic\", \"chunk_count\": 16}");
     expect_valid("{\"kind\": \"profile\", \"steps\": 6, \"chunk_count\": 2, \"max_chunks\": 5}");
 }
@@ -84,7 +85,7 @@ static void test_field_errors_name_the_field(void)
                  "config.steps: 1001 is out of range [2, 1000]");
     expect_error("{\"kind\": \"pretrain\", \"seed\": -1}", "config.seed: -1 is out of range");
     expect_error("{\"kind\": \"grpo\", \"sde\": \"ito\"}",
-                 "config.sde: \"ito\" is not one of \"flow\" \"dance\"");
+                 "config.sde: \"ito\" is not one of \"flow\" \"dance\" \"cps\"");
     expect_error("{\"kind\": \"eval\", \"backend\": \"tpu\"}",
                  "config.backend: \"tpu\" is not one of \"cpu\" \"cuda\"");
     expect_error("{\"kind\": \"pretrain\", \"precision\": \"fp16\"}",
@@ -106,6 +107,11 @@ static void test_checks_across_fields(void)
     expect_error(
         "{\"kind\": \"grpo\", \"chunks\": \"2,3,4,7\", \"chunk_rewards\": [{\"align\": 1}]}",
         "config.chunk_rewards: 1 entries, but the run trains 4 chunks");
+    /* cps's eta is a fraction of a quarter turn; flow takes the same 1.2 */
+    expect_error("{\"kind\": \"grpo\", \"sde\": \"cps\", \"eta\": 1.2}",
+                 "config.eta: 1.2, but the cps SDE takes eta in (0, 1]");
+    expect_error("{\"kind\": \"profile\", \"sde\": \"cps\", \"eta\": 1.5}", "config.eta: 1.5");
+    expect_error("{\"kind\": \"eval\", \"sde\": \"cps\", \"eta\": 2}", "config.eta: 2");
     expect_error("{\"kind\": \"grpo\", \"method\": \"grpo\", \"steps\": 4, \"train_leading\": 4}",
                  "config.train_leading: 4, but the run has only 3 steps (step level)");
     expect_error("{\"kind\": \"grpo\", \"chunk_count\": 3, \"train_leading\": -1}",

@@ -491,7 +491,7 @@ static int fix_open(Fix *x)
                    strtoull(st_meta(x->f, "perturb_seed"), NULL, 10));
     x->steps = atoi(st_meta(x->f, "steps"));
     x->n = atoi(st_meta(x->f, "groups")) * atoi(st_meta(x->f, "group_size"));
-    x->sde = strcmp(st_meta(x->f, "sde"), "flow") == 0 ? SDE_FLOW : SDE_DANCE;
+    if (sde_kind_from_name(st_meta(x->f, "sde"), &x->sde)) goto fail;
     x->eta = strtof(st_meta(x->f, "eta"), NULL);
     x->tr = trajectory_new(&x->m0.cfg, x->n, x->steps);
     size_t img = cfg_image_numel(&x->m0.cfg), T = (size_t)x->m0.cfg.text_len;
@@ -525,7 +525,7 @@ typedef struct {
     float scale;
     const float *ratio, *loss, *kl, *grad;
     const int32_t *clipped;
-    const float *logp_old; /* guided cases: [trainable, n], the guided policy's at theta0 */
+    const float *logp_old; /* guided and cps cases: [trainable, n], their policy's at theta0 */
 } Case;
 
 static int case_load(Fix *x, const char *name, Case *c)
@@ -556,6 +556,11 @@ static int case_load(Fix *x, const char *name, Case *c)
     if (w) {
         c->cfg.guidance = 1;
         c->cfg.cfg_scale = strtof(w, NULL);
+    }
+    snprintf(key, sizeof key, "%s.sde", name);
+    const char *sde = st_meta(x->f, key);
+    if (sde && sde_kind_from_name(sde, &c->cfg.sde)) return -1;
+    if (w || sde) { /* the recorded x scored by this case's own policy at theta0 */
         snprintf(key, sizeof key, "%s.logp_old", name);
         int64_t shape[2] = {x->steps - 1, x->n};
         if (!(c->logp_old = st_get_f32(x->f, key, 2, shape, err, sizeof err))) return -1;
@@ -768,10 +773,10 @@ static void test_cases_against_pytorch(void)
 {
     Fix x;
     if (fix_open(&x)) TEST_SKIP("no grpo fixture");
-    const char *names[] = {"step", "chunk", "seq", "kl", "cfg", "cfgkl"};
+    const char *names[] = {"step", "chunk", "seq", "kl", "cfg", "cfgkl", "cps"};
     size_t np = x.m1.num_params;
     float *g_one = malloc(np * sizeof *g_one);
-    for (int ci = 0; ci < 6; ci++) {
+    for (int ci = 0; ci < (int)(sizeof names / sizeof names[0]); ci++) {
         Case c;
         if (case_load(&x, names[ci], &c)) {
             CHECK_MSG(0, "fixture case %s is missing or malformed", names[ci]);
@@ -811,9 +816,10 @@ static void test_cases_against_pytorch(void)
                   c.name, w1, eg1);
         CHECK_MSG(eg <= TOLERANCE, "%s, one call: %s grad relative error %.3e", c.name, w2, eg);
         fprintf(stderr,
-                "  %-5s eps %.3g kl %g cfg %g, %2d items (%d clipped): ratio |err| %.1e, loss "
-                "%.1e, kl %.1e, grads %.1e (%s) / one call %.1e\n",
-                c.name, c.cfg.clip_eps, c.cfg.kl_coef, c.cfg.guidance ? c.cfg.cfg_scale : 1.0,
+                "  %-5s %-5s eps %.3g kl %g cfg %g, %2d items (%d clipped): ratio |err| %.1e, "
+                "loss %.1e, kl %.1e, grads %.1e (%s) / one call %.1e\n",
+                c.name, sde_kind_name(c.cfg.sde), c.cfg.clip_eps, c.cfg.kl_coef,
+                c.cfg.guidance ? c.cfg.cfg_scale : 1.0,
                 c.n_items, n_clipped, ratio_abs, el, ek, eg1, w1, eg);
     }
     free(g_one);

@@ -62,13 +62,14 @@ static void test_step_against_reference(void)
     float sig[18], mu[n * img], xn[n * img];
     flow_schedule(17, 3.0f, sig);
     const int cases[] = {0, 1, 8, 15, 16};
-    const char *names[] = {"flow", "dance"};
+    const char *names[] = {"flow", "dance", "cps"};
+    const float etas[] = {0.7f, 0.7f, 0.9f}; /* make_sampler_fixtures.py: ETA, ETA, CPS_ETA */
     double worst_mu = 0, worst_std = 0, worst_lp = 0;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
             int i = cases[c];
             SdeStep st;
-            sde_step_coeffs(sig, 17, i, (SdeKind)k, 0.7f, &st);
+            sde_step_coeffs(sig, 17, i, (SdeKind)k, etas[k], &st);
             sde_mean(&st, x, v, n * img, mu);
             sde_sample(mu, st.std, z, n * img, xn);
             float lp[n];
@@ -84,8 +85,10 @@ static void test_step_against_reference(void)
                 CHECK(0);
                 continue;
             }
-            double em = test_rel_err(mu, rmu, n * img), es = test_rel_err(&st.std, rstd, 1);
-            double el = test_rel_err(lp, rlp, n);
+            /* the last cps step is deterministic: std and logp 0 on both sides */
+            double em = test_rel_err(mu, rmu, n * img);
+            double es = *rstd == 0.0f ? fabs(st.std) : test_rel_err(&st.std, rstd, 1);
+            double el = *rstd == 0.0f ? fabs(lp[0]) + fabs(lp[1]) : test_rel_err(lp, rlp, n);
             CHECK_MSG(em <= TOLERANCE, "%s step %d: mu relative error %.3e", names[k], i, em);
             CHECK_MSG(es <= TOLERANCE, "%s step %d: std %.9g vs %.9g", names[k], i, st.std, *rstd);
             CHECK_MSG(el <= TOLERANCE, "%s step %d: logp relative error %.3e", names[k], i, el);
@@ -94,7 +97,7 @@ static void test_step_against_reference(void)
         }
     }
     fprintf(stderr,
-            "  single steps (flow, dance x 5 sigmas): worst relative error mu %.2e, std %.2e, "
+            "  single steps (flow, dance, cps x 5 sigmas): worst relative error mu %.2e, std %.2e, "
             "logp %.2e\n",
             worst_mu, worst_std, worst_lp);
     st_close(f);
@@ -121,6 +124,55 @@ static void test_first_step_std(void)
     sde_step_coeffs(s1, 1, 0, SDE_FLOW, 0.7f, &a);
     CHECK(isfinite(a.std) && isfinite(a.cx) && isfinite(a.cv));
     CHECK_CLOSE(a.std, 0.7, 1e-6, 0);
+}
+
+/* cps keeps the coefficients of x_t = (1 - t) x0 + t eps: when the model's velocity is exact
+ * (v = eps - x0), every step's mean holds (1 - sigma_next) x0 + sigma_next cos(theta) eps and
+ * its std is sigma_next sin(theta), so x_next has noise of total scale sigma_next. As eta goes
+ * to 0 the step becomes the Euler (ODE) step. */
+static void test_cps_preserves_coefficients(void)
+{
+    enum { n = 48 };
+    float sig[12], x0[n], eps[n], x[n], v[n], mu[n], ode[n];
+    flow_schedule(11, 3.0f, sig);
+    Rng r;
+    rng_seed(&r, 9);
+    rng_normal(&r, x0, n);
+    rng_normal(&r, eps, n);
+    const float etas[] = {0.3f, 0.7f, 1.0f};
+    for (size_t e = 0; e < sizeof etas / sizeof etas[0]; e++) {
+        double theta = etas[e] * M_PI / 2.0;
+        for (int i = 0; i < 11; i++) {
+            double s = sig[i], sn = sig[i + 1];
+            for (int k = 0; k < n; k++) {
+                x[k] = (float)((1.0 - s) * x0[k] + s * eps[k]);
+                v[k] = eps[k] - x0[k];
+            }
+            SdeStep st;
+            sde_step_coeffs(sig, 11, i, SDE_CPS, etas[e], &st);
+            sde_mean(&st, x, v, n, mu);
+            double worst = 0.0;
+            for (int k = 0; k < n; k++) {
+                double want = (1.0 - sn) * x0[k] + sn * cos(theta) * eps[k];
+                worst = fmax(worst, fabs(mu[k] - want));
+            }
+            CHECK_MSG(worst <= 2e-6, "eta %g step %d: mean off by %.3e", etas[e], i, worst);
+            CHECK_CLOSE(st.std, sn * sin(theta), 1e-6, 1e-6);
+            CHECK_CLOSE(st.sigma_t, sin(theta), 1e-6, 0);
+        }
+    }
+    SdeStep last;
+    sde_step_coeffs(sig, 11, 10, SDE_CPS, 0.8f, &last);
+    CHECK(last.std == 0.0f); /* sigma_11 = 0: the last step lands on x0_hat */
+    CHECK(sde_logp(x, x, 0.0f, n) == 0.0f);
+    for (int i = 0; i < 11; i++) {
+        SdeStep st;
+        sde_step_coeffs(sig, 11, i, SDE_CPS, 1e-3f, &st);
+        sde_mean(&st, x, v, n, mu);
+        ode_step(x, v, sig[i], sig[i + 1], n, ode);
+        CHECK_MSG(test_rel_err(mu, ode, n) <= 1e-5, "eta 1e-3 step %d: %.3e from the Euler step",
+                  i, test_rel_err(mu, ode, n));
+    }
 }
 
 static void test_logp_pieces(void)
@@ -233,10 +285,12 @@ static void test_full_samples_against_reference(void)
     } runs[] = {{"ode", SAMPLER_ODE, SDE_FLOW, 0},
                 {"sde_flow", SAMPLER_SDE, SDE_FLOW, 0},
                 {"sde_dance", SAMPLER_SDE, SDE_DANCE, 0},
+                {"sde_cps", SAMPLER_SDE, SDE_CPS, 0},
                 {"ode_cfg", SAMPLER_ODE, SDE_FLOW, 1}};
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         sc.kind = runs[r].kind;
         sc.sde = runs[r].sde;
+        sc.eta = runs[r].sde == SDE_CPS ? 0.9f : 0.7f; /* the fixture's CPS_ETA */
         sc.guidance = runs[r].guidance;
         sc.cfg_scale = 2.5f;
         /* batch 2 for 3 trajectories: one full batch and one padded one */
@@ -268,6 +322,12 @@ static void test_full_samples_against_reference(void)
             /* the ODE's last step lands on x0_hat; logp is 0 */
             CHECK(test_rel_err(tr->x + (size_t)N * ni, tr->x0_hat, ni) <= 1e-6);
             for (int k = 0; k < N * n; k++) CHECK(tr->logp[k] == 0.0f);
+        }
+        if (runs[r].sde == SDE_CPS && runs[r].kind == SAMPLER_SDE) {
+            /* so does cps's deterministic last step, whose logp is 0; the others are densities */
+            CHECK(test_rel_err(tr->x + (size_t)N * ni, tr->x0_hat, ni) <= 1e-6);
+            for (int k = 0; k < n; k++) CHECK(tr->logp[(size_t)(N - 1) * n + k] == 0.0f);
+            for (int k = 0; k < (N - 1) * n; k++) CHECK(isfinite(tr->logp[k]) && tr->logp[k] != 0.0f);
         }
         trajectory_free(tr);
     }
@@ -508,6 +568,16 @@ static void test_errors(void)
     sc.shift = 1e7f;
     CHECK(sampler_config_validate(&sc, err, sizeof err) == -1 && strstr(err, "same float"));
     sampler_config_default(&sc);
+    sc.sde = SDE_CPS;
+    sc.eta = 1.0f; /* all of the predicted noise replaced: allowed */
+    CHECK(sampler_config_validate(&sc, err, sizeof err) == 0);
+    sc.eta = 1.2f;
+    CHECK(sampler_config_validate(&sc, err, sizeof err) == -1 && strstr(err, "eta") &&
+          strstr(err, "cps"));
+    sampler_config_default(&sc);
+    sc.sde = (SdeKind)7;
+    CHECK(sampler_config_validate(&sc, err, sizeof err) == -1 && strstr(err, "sde"));
+    sampler_config_default(&sc);
     sc.noise_group = -1;
     CHECK(sampler_config_validate(&sc, err, sizeof err) == -1 && strstr(err, "noise_group"));
 
@@ -548,6 +618,7 @@ int main(void)
     TEST_RUN(test_schedule);
     TEST_RUN(test_step_against_reference);
     TEST_RUN(test_first_step_std);
+    TEST_RUN(test_cps_preserves_coefficients);
     TEST_RUN(test_logp_pieces);
     TEST_RUN(test_full_samples_against_reference);
     TEST_RUN(test_guidance_w1_and_batch_sizes);

@@ -158,7 +158,7 @@ typedef struct {
  * the KL term is guided the same way. Zero-initialised, a GrpoConfig is unguided. */
 typedef struct {
     float clip_eps;  /* >= 0: ratio range [1 - eps, 1 + eps] (paper 5e-5, DanceGRPO 1e-4) */
-    SdeKind sde;     /* SDE_FLOW or SDE_DANCE */
+    SdeKind sde;     /* SDE_FLOW, SDE_DANCE or SDE_CPS */
     float eta;       /* > 0 */
     float kl_coef;   /* >= 0; > 0 needs the reference model */
     int guidance;    /* 1: classifier-free guidance with cfg_scale; 0: conditional only */

@@ -22,9 +22,36 @@ void flow_schedule(int steps, float shift, float *sigmas)
     }
 }
 
+const char *sde_kind_name(SdeKind kind)
+{
+    return kind == SDE_CPS ? "cps" : kind == SDE_DANCE ? "dance" : "flow";
+}
+
+int sde_kind_from_name(const char *name, SdeKind *kind)
+{
+    for (SdeKind k = SDE_FLOW; k <= SDE_CPS; k++) {
+        if (strcmp(name, sde_kind_name(k)) == 0) {
+            *kind = k;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 void sde_step_coeffs(const float *sigmas, int steps, int i, SdeKind kind, float eta, SdeStep *out)
 {
     double sigma = sigmas[i], next = sigmas[i + 1], h = sigma - next, st;
+    if (kind == SDE_CPS) {
+        /* mu = (1 - next) (x - sigma v) + next cos(theta) (x + (1 - sigma) v) */
+        double theta = eta * M_PI / 2.0, c = next * cos(theta);
+        out->sigma = (float)sigma;
+        out->sigma_next = (float)next;
+        out->sigma_t = (float)sin(theta);
+        out->std = (float)(next * sin(theta));
+        out->cx = (float)(1.0 - next + c);
+        out->cv = (float)(-(1.0 - next) * sigma + c * (1.0 - sigma));
+        return;
+    }
     if (kind == SDE_DANCE) {
         st = eta;
     } else {
@@ -60,6 +87,7 @@ float sde_logp(const float *x_next, const float *mu, float std, size_t n)
         sum += d * d;
     }
     double s = std;
+    if (s == 0.0) return 0.0f; /* deterministic: no density (sampler.h) */
     return (float)(-sum / (2.0 * s * s * (double)n) - log(s) - LOG_SQRT_2PI);
 }
 
@@ -140,8 +168,15 @@ int sampler_config_validate(const SamplerConfig *c, char *err, size_t errlen)
         return -1;
     }
     if (c->kind == SAMPLER_SDE) {
-        if (c->sde != SDE_FLOW && c->sde != SDE_DANCE) {
-            errbuf_printf(err, errlen, "sde must be flow or dance (got %d)", (int)c->sde);
+        if (c->sde != SDE_FLOW && c->sde != SDE_DANCE && c->sde != SDE_CPS) {
+            errbuf_printf(err, errlen, "sde must be flow, dance or cps (got %d)", (int)c->sde);
+            return -1;
+        }
+        if (c->sde == SDE_CPS && !(c->eta <= 1.0f)) {
+            errbuf_printf(err, errlen,
+                          "eta must be at most 1 for the cps SDE (the fraction of a quarter "
+                          "turn from predicted to fresh noise), got %g",
+                          c->eta);
             return -1;
         }
         /* eta = 0 makes std 0 and the log-probability undefined; that sampler is the ODE */

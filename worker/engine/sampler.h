@@ -1,7 +1,8 @@
 /*
  * sampler.h: flow-matching samplers of spec/algorithm.md sections 1 and 2: the shifted schedule,
  * the deterministic ODE (Euler) step, the SDE step with its Gaussian log-probability (`flow`, as
- * Flow-GRPO, and `dance`, as DanceGRPO), and a batched sampler that records whole trajectories for
+ * Flow-GRPO, `dance`, as DanceGRPO, and `cps`, coefficients-preserving sampling), and a batched
+ * sampler that records whole trajectories for
  * GRPO.
  *
  * Notation (algorithm.md): images x [S, S, C]; noise level sigma = t in [0, 1] (1 = pure noise);
@@ -45,7 +46,12 @@
 #define SAMPLER_MAX_STEPS 1000
 
 typedef enum { SAMPLER_ODE = 0, SAMPLER_SDE = 1 } SamplerKind;
-typedef enum { SDE_FLOW = 0, SDE_DANCE = 1 } SdeKind;
+typedef enum { SDE_FLOW = 0, SDE_DANCE = 1, SDE_CPS = 2 } SdeKind;
+
+/* "flow", "dance" or "cps" (as configs and trajectory files spell them), and back: 0, or -1
+ * (kind untouched) for any other name. */
+const char *sde_kind_name(SdeKind kind);
+int sde_kind_from_name(const char *name, SdeKind *kind);
 
 /*
  * The shifted schedule: s_i = 1 - i/N, sigmas[i] = shift*s_i / (1 + (shift-1)*s_i), i = 0..N
@@ -57,8 +63,10 @@ void flow_schedule(int steps, float shift, float *sigmas);
 /* One transition's constants. */
 typedef struct {
     float sigma, sigma_next; /* sigma_i, sigma_{i+1} */
-    float sigma_t; /* SDE noise strength (flow: eta*sqrt(sigma/(1-sigma_g)); dance: eta) */
-    float std;     /* s = sigma_t * sqrt(sigma - sigma_next) */
+    float sigma_t; /* SDE noise strength (flow: eta*sqrt(sigma/(1-sigma_g)); dance: eta;
+                    * cps: sin(eta pi / 2)) */
+    float std;     /* flow, dance: s = sigma_t * sqrt(sigma - sigma_next); cps: sigma_next *
+                    * sigma_t (0 at the last transition, which is then deterministic) */
     float cx, cv;  /* mu = cx * x + cv * v */
 } SdeStep;
 
@@ -71,6 +79,15 @@ typedef struct {
  *   mu = x - h * (v + sigma_t^2 / (2 sigma) * (x + (1 - sigma) v)), i.e.
  *   cx = 1 - h sigma_t^2 / (2 sigma),  cv = -h (1 + sigma_t^2 (1 - sigma) / (2 sigma)),
  *   std = sigma_t * sqrt(h).
+ *   cps (coefficients-preserving sampling; Wang and Yu 2025, arXiv:2509.05952), 0 < eta <= 1:
+ *          with x0_hat = x - sigma v and eps_hat = x + (1 - sigma) v (the model's clean image
+ *          and noise), theta = eta pi / 2:
+ *          mu = (1 - sigma_next) x0_hat + sigma_next cos(theta) eps_hat,
+ *          std = sigma_next sin(theta),
+ *          so x_next = mu + std z holds exactly (1 - sigma_next) of x0_hat and noise of total
+ *          scale sigma_next: the noise level the schedule promises, where the flow SDE's
+ *          discretisation leaves excess noise in the image. eta 1 replaces all of the predicted
+ *          noise with fresh noise. The last transition (sigma_next = 0) has std 0: x_N = x0_hat.
  * Everything is computed in double and rounded once. With N = 17, shift 3, eta 0.7 the flow
  * SDE's first std is 0.700 (sigma_1 = 0.9796, sigma_t = 4.9).
  */
@@ -85,7 +102,8 @@ void sde_sample(const float *mu, float std, const float *z, size_t n, float *x_n
 /*
  * The transition's log-probability: the MEAN over the n elements of
  *   -(x_next - mu)^2 / (2 std^2) - log std - log sqrt(2 pi)
- * (summed in double). std must be > 0.
+ * (summed in double). std must be >= 0; a deterministic transition (std 0, the last of cps)
+ * has no density and records 0, as the ODE's steps do (it is never trained).
  */
 float sde_logp(const float *x_next, const float *mu, float std, size_t n);
 
@@ -116,8 +134,8 @@ typedef struct {
     int steps;        /* N transitions, 1 .. SAMPLER_MAX_STEPS (paper 17) */
     float shift;      /* schedule shift > 0 (paper 3) */
     SamplerKind kind; /* ODE or SDE */
-    SdeKind sde;      /* for the SDE: flow or dance */
-    float eta;        /* SDE noise strength > 0 (paper 0.7); ignored by the ODE */
+    SdeKind sde;      /* for the SDE: flow, dance or cps */
+    float eta;        /* SDE noise strength > 0 (paper 0.7; cps: at most 1); ignored by the ODE */
     int guidance;     /* 1: classifier-free guidance with cfg_scale; 0: conditional only */
     float cfg_scale;  /* w: v = v_uncond + w (v_cond - v_uncond), uncond = all-PAD tokens */
     int noise_group;  /* initial noise: 0 = independent per trajectory; g >= 1 =

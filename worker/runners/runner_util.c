@@ -185,7 +185,9 @@ int settle_config(const char *kind, const ConfigField *fields, int count, const 
 
 SdeKind sde_kind_named(const char *name)
 {
-    return strcmp(name, "dance") == 0 ? SDE_DANCE : SDE_FLOW;
+    SdeKind kind = SDE_FLOW;
+    sde_kind_from_name(name, &kind);
+    return kind;
 }
 
 void sampler_settings(SamplerConfig *sc, SamplerKind kind, int steps, double shift, double eta,

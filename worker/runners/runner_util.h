@@ -36,7 +36,7 @@ int checkpoint_folder_publish(const char *out, int step, int keep, char *err, si
 int checkpoint_folder_latest(const char *out, char *dir, size_t dirlen, char *err, size_t errlen);
 int has_checkpoint(const char *out);
 
-/* The SDE kind a config names ("flow" or "dance"; the config table has already checked it). */
+/* The SDE kind a config names ("flow", "dance" or "cps"; the config table has already checked it). */
 SdeKind sde_kind_named(const char *name);
 
 /* The sampler settings every experiment kind derives from its config fields: the paper's

@@ -837,8 +837,9 @@ static __global__ void sde_step_kernel(float *x_next, float *logp, float *x0_hat
     }
     sum = block_sum_double(sum);
     if (threadIdx.x == 0) {
-        double sd = std;
-        logp[blockIdx.x] = (float)(-sum / (2.0 * sd * sd * (double)img) - log(sd) - LOG_SQRT_2PI);
+        double sd = std; /* 0: deterministic (the last cps step), no density (sampler.h) */
+        logp[blockIdx.x] =
+            sd == 0.0 ? 0.0f : (float)(-sum / (2.0 * sd * sd * (double)img) - log(sd) - LOG_SQRT_2PI);
     }
 }
 
