@@ -36,8 +36,9 @@ static void sample_usage(FILE *out)
 {
     fprintf(out,
             "usage: %s sample --model M --prompt TEXT --out DIR [--n 8] [--steps 17]\n"
-            "         [--sampler ode|sde] [--sde flow|dance|cps] [--eta 0.7] [--shift 3] [--seed 1]\n"
-            "         [--cfg W] [--same-noise] [--trajectory FILE.safetensors] [--batch B]\n"
+            "         [--sampler ode|sde] [--sde flow|dance|cps] [--eta 0.7] [--shift 3]\n"
+            "         [--seed 1] [--cfg W] [--same-noise] [--trajectory FILE.safetensors]\n"
+            "         [--batch B]\n"
             "         [--threads N] [--backend cpu|cuda]\n"
             "(see %s help)\n",
             progname, progname);
@@ -226,8 +227,8 @@ static int sample_parse(int argc, char **argv, SampleArgs *a, int *done)
             break;
         case 'd':
             if (sde_kind_from_name(optarg, &a->sc.sde)) {
-                fprintf(stderr, "%s sample: --sde expects flow, dance or cps, got \"%s\"\n", progname,
-                        optarg);
+                fprintf(stderr, "%s sample: --sde expects flow, dance or cps, got \"%s\"\n",
+                        progname, optarg);
                 return EXIT_USAGE;
             }
             a->sde_set = 1;

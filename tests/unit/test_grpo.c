@@ -819,8 +819,8 @@ static void test_cases_against_pytorch(void)
                 "  %-5s %-5s eps %.3g kl %g cfg %g, %2d items (%d clipped): ratio |err| %.1e, "
                 "loss %.1e, kl %.1e, grads %.1e (%s) / one call %.1e\n",
                 c.name, sde_kind_name(c.cfg.sde), c.cfg.clip_eps, c.cfg.kl_coef,
-                c.cfg.guidance ? c.cfg.cfg_scale : 1.0,
-                c.n_items, n_clipped, ratio_abs, el, ek, eg1, w1, eg);
+                c.cfg.guidance ? c.cfg.cfg_scale : 1.0, c.n_items, n_clipped, ratio_abs, el, ek,
+                eg1, w1, eg);
     }
     free(g_one);
     fix_close(&x);

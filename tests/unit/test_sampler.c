@@ -170,8 +170,8 @@ static void test_cps_preserves_coefficients(void)
         sde_step_coeffs(sig, 11, i, SDE_CPS, 1e-3f, &st);
         sde_mean(&st, x, v, n, mu);
         ode_step(x, v, sig[i], sig[i + 1], n, ode);
-        CHECK_MSG(test_rel_err(mu, ode, n) <= 1e-5, "eta 1e-3 step %d: %.3e from the Euler step",
-                  i, test_rel_err(mu, ode, n));
+        double e = test_rel_err(mu, ode, n);
+        CHECK_MSG(e <= 1e-5, "eta 1e-3 step %d: %.3e from the Euler step", i, e);
     }
 }
 
@@ -327,7 +327,8 @@ static void test_full_samples_against_reference(void)
             /* so does cps's deterministic last step, whose logp is 0; the others are densities */
             CHECK(test_rel_err(tr->x + (size_t)N * ni, tr->x0_hat, ni) <= 1e-6);
             for (int k = 0; k < n; k++) CHECK(tr->logp[(size_t)(N - 1) * n + k] == 0.0f);
-            for (int k = 0; k < (N - 1) * n; k++) CHECK(isfinite(tr->logp[k]) && tr->logp[k] != 0.0f);
+            for (int k = 0; k < (N - 1) * n; k++)
+                CHECK(isfinite(tr->logp[k]) && tr->logp[k] != 0.0f);
         }
         trajectory_free(tr);
     }

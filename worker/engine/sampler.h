@@ -63,11 +63,12 @@ void flow_schedule(int steps, float shift, float *sigmas);
 /* One transition's constants. */
 typedef struct {
     float sigma, sigma_next; /* sigma_i, sigma_{i+1} */
-    float sigma_t; /* SDE noise strength (flow: eta*sqrt(sigma/(1-sigma_g)); dance: eta;
-                    * cps: sin(eta pi / 2)) */
-    float std;     /* flow, dance: s = sigma_t * sqrt(sigma - sigma_next); cps: sigma_next *
-                    * sigma_t (0 at the last transition, which is then deterministic) */
-    float cx, cv;  /* mu = cx * x + cv * v */
+    /* SDE noise strength: flow eta*sqrt(sigma/(1-sigma_g)); dance eta; cps sin(eta pi / 2) */
+    float sigma_t;
+    /* flow, dance: s = sigma_t * sqrt(sigma - sigma_next); cps: sigma_next * sigma_t (0 at the
+     * last transition, which is then deterministic) */
+    float std;
+    float cx, cv; /* mu = cx * x + cv * v */
 } SdeStep;
 
 /*
