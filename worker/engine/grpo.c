@@ -301,18 +301,7 @@ int grpo_items_validate(const ModelConfig *mc, const Trajectory *tr, const GrpoC
         errbuf_printf(err, errlen, "clip_eps must be a finite number >= 0, got %g", c->clip_eps);
         return -1;
     }
-    if (c->sde != SDE_FLOW && c->sde != SDE_DANCE && c->sde != SDE_CPS) {
-        errbuf_printf(err, errlen, "sde must be flow, dance or cps (got %d)", (int)c->sde);
-        return -1;
-    }
-    if (c->sde == SDE_CPS && !(c->eta <= 1.0f)) {
-        errbuf_printf(err, errlen, "eta must be at most 1 for the cps SDE, got %g", c->eta);
-        return -1;
-    }
-    if (!(c->eta > 0.0f) || !isfinite(c->eta)) {
-        errbuf_printf(err, errlen, "eta must be a finite number > 0, got %g", c->eta);
-        return -1;
-    }
+    if (sde_validate(c->sde, c->eta, err, errlen) != 0) return -1;
     if (!(c->kl_coef >= 0.0f) || !isfinite(c->kl_coef)) {
         errbuf_printf(err, errlen, "kl_coef must be a finite number >= 0, got %g", c->kl_coef);
         return -1;

@@ -38,34 +38,56 @@ int sde_kind_from_name(const char *name, SdeKind *kind)
     return -1;
 }
 
+int sde_validate(SdeKind kind, float eta, char *err, size_t errlen)
+{
+    if (kind != SDE_FLOW && kind != SDE_DANCE && kind != SDE_CPS) {
+        errbuf_printf(err, errlen, "sde must be flow, dance or cps (got %d)", (int)kind);
+        return -1;
+    }
+    /* eta = 0 makes std 0 and the log-probability undefined; that sampler is the ODE */
+    if (!(eta > 0.0f) || !isfinite(eta)) {
+        errbuf_printf(err, errlen, "eta must be a finite number > 0 for the SDE, got %g", eta);
+        return -1;
+    }
+    if (kind == SDE_CPS && eta > 1.0f) {
+        errbuf_printf(err, errlen,
+                      "eta must be at most 1 for the cps SDE (the fraction of a quarter turn "
+                      "from predicted to fresh noise), got %g",
+                      eta);
+        return -1;
+    }
+    return 0;
+}
+
 void sde_step_coeffs(const float *sigmas, int steps, int i, SdeKind kind, float eta, SdeStep *out)
 {
-    double sigma = sigmas[i], next = sigmas[i + 1], h = sigma - next, st;
+    double sigma = sigmas[i], next = sigmas[i + 1], h = sigma - next, st, std, cx, cv;
     if (kind == SDE_CPS) {
         /* mu = (1 - next) (x - sigma v) + next cos(theta) (x + (1 - sigma) v) */
         double theta = eta * M_PI / 2.0, c = next * cos(theta);
-        out->sigma = (float)sigma;
-        out->sigma_next = (float)next;
-        out->sigma_t = (float)sin(theta);
-        out->std = (float)(next * sin(theta));
-        out->cx = (float)(1.0 - next + c);
-        out->cv = (float)(-(1.0 - next) * sigma + c * (1.0 - sigma));
-        return;
-    }
-    if (kind == SDE_DANCE) {
-        st = eta;
+        st = sin(theta);
+        std = next * st;
+        cx = 1.0 - next + c;
+        cv = -(1.0 - next) * sigma + c * (1.0 - sigma);
     } else {
-        /* sigma == 1 only at the first step; sigmas[1] (< 1) keeps the ratio finite there */
-        double sg = sigma == 1.0 ? sigmas[1] : sigma;
-        st = eta * sqrt(sigma / (1.0 - sg));
+        if (kind == SDE_DANCE) {
+            st = eta;
+        } else {
+            /* sigma == 1 only at the first step; sigmas[1] (< 1) keeps the ratio finite there */
+            double sg = sigma == 1.0 ? sigmas[1] : sigma;
+            st = eta * sqrt(sigma / (1.0 - sg));
+        }
+        double k = st * st / (2.0 * sigma);
+        std = st * sqrt(h);
+        cx = 1.0 - h * k;
+        cv = -h * (1.0 + k * (1.0 - sigma));
     }
-    double k = st * st / (2.0 * sigma);
     out->sigma = (float)sigma;
     out->sigma_next = (float)next;
     out->sigma_t = (float)st;
-    out->std = (float)(st * sqrt(h));
-    out->cx = (float)(1.0 - h * k);
-    out->cv = (float)(-h * (1.0 + k * (1.0 - sigma)));
+    out->std = (float)std;
+    out->cx = (float)cx;
+    out->cv = (float)cv;
 }
 
 void sde_mean(const SdeStep *c, const float *x, const float *v, size_t n, float *mu)
@@ -167,25 +189,7 @@ int sampler_config_validate(const SamplerConfig *c, char *err, size_t errlen)
         errbuf_printf(err, errlen, "sampler must be ode or sde (got kind %d)", (int)c->kind);
         return -1;
     }
-    if (c->kind == SAMPLER_SDE) {
-        if (c->sde != SDE_FLOW && c->sde != SDE_DANCE && c->sde != SDE_CPS) {
-            errbuf_printf(err, errlen, "sde must be flow, dance or cps (got %d)", (int)c->sde);
-            return -1;
-        }
-        if (c->sde == SDE_CPS && !(c->eta <= 1.0f)) {
-            errbuf_printf(err, errlen,
-                          "eta must be at most 1 for the cps SDE (the fraction of a quarter "
-                          "turn from predicted to fresh noise), got %g",
-                          c->eta);
-            return -1;
-        }
-        /* eta = 0 makes std 0 and the log-probability undefined; that sampler is the ODE */
-        if (!(c->eta > 0.0f) || !isfinite(c->eta)) {
-            errbuf_printf(err, errlen, "eta must be a finite number > 0 for the SDE, got %g",
-                          c->eta);
-            return -1;
-        }
-    }
+    if (c->kind == SAMPLER_SDE && sde_validate(c->sde, c->eta, err, errlen) != 0) return -1;
     if (c->guidance && !isfinite(c->cfg_scale)) {
         errbuf_printf(err, errlen, "cfg_scale must be finite, got %g", c->cfg_scale);
         return -1;

@@ -94,6 +94,11 @@ typedef struct {
  */
 void sde_step_coeffs(const float *sigmas, int steps, int i, SdeKind kind, float eta, SdeStep *out);
 
+/* The SDE's own settings: a known kind and a finite eta > 0, at most 1 for cps. Returns 0, or -1
+ * with a message naming the setting in err. (sampler_config_validate and grpo_items_validate
+ * both call it.) */
+int sde_validate(SdeKind kind, float eta, char *err, size_t errlen);
+
 /* mu[k] = c->cx * x[k] + c->cv * v[k], k < n. Arrays are the caller's; mu may alias x or v. */
 void sde_mean(const SdeStep *c, const float *x, const float *v, size_t n, float *mu);
 
