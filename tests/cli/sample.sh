@@ -166,16 +166,13 @@ sample --model "$MODEL" --prompt "a red circle" --n 2 --steps 4 --sampler sde --
     --out "$TMP/cps" --trajectory "$TMP/cps.st"
 cps_check() {
     "$PYTHON" - "$TMP/cps.st" <<'PY'
-import json, struct, sys
-raw = open(sys.argv[1], "rb").read()
-(hl,) = struct.unpack("<Q", raw[:8])
-head, data = json.loads(raw[8:8 + hl]), raw[8 + hl:]
-def f32(name):
-    a, b = head[name]["data_offsets"]
-    return struct.unpack(f"<{(b - a) // 4}f", data[a:b])
-x, logp, x0 = f32("x"), f32("logp"), f32("x0_hat")
+import sys
+sys.path.insert(0, "tests/cli")
+import st_compare
+tensors, meta = st_compare.read(sys.argv[1])
+x, logp, x0 = (st_compare.decode(*tensors[k][::2]) for k in ("x", "logp", "x0_hat"))
 last = x[len(x) - len(x0):]
-ok = head["__metadata__"]["sde"] == "cps" and logp[-2:] == (0.0, 0.0) and 0.0 not in logp[:-2]
+ok = meta["sde"] == "cps" and logp[-2:] == [0.0, 0.0] and 0.0 not in logp[:-2]
 ok = ok and max(abs(a - b) for a, b in zip(last, x0)) <= 1e-6 * max(map(abs, x0))
 sys.exit(0 if ok else 1)
 PY

@@ -212,8 +212,10 @@ static void check_sampler_case(const Model *m, CgRaw *f, Prec pr, SamplerKind ki
                                need_f32(f, "x_init", n * img), z, tr, 1, err, sizeof err))
         fprintf(stderr, "gpu_check: %s\n", err), exit(2);
     char name[32];
-    snprintf(name, sizeof name, "%s", kind == SAMPLER_ODE ? (guidance ? "ode_cfg" : "ode") : "");
-    if (kind == SAMPLER_SDE) snprintf(name, sizeof name, "sde_%s", sde_kind_name(sde));
+    if (kind == SAMPLER_SDE)
+        snprintf(name, sizeof name, "sde_%s", sde_kind_name(sde));
+    else
+        snprintf(name, sizeof name, "%s", guidance ? "ode_cfg" : "ode");
     const char *att = flash ? "flash attention" : "batched attention";
     char key[64], what[128];
     snprintf(key, sizeof key, "%s.x0_hat", name);

@@ -47,6 +47,14 @@ static void test_schedule(void)
     st_close(f);
 }
 
+/* The eta the fixture was made with for an SDE kind (make_sampler_fixtures.py: ETA, or CPS_ETA
+ * for cps, in the metadata); NaN when the entry is missing, which fails every comparison. */
+static float fixture_eta(const StFile *f, SdeKind kind)
+{
+    const char *s = st_meta(f, kind == SDE_CPS ? "cps_eta" : "eta");
+    return s ? strtof(s, NULL) : NAN;
+}
+
 static void test_step_against_reference(void)
 {
     StFile *f = NULL;
@@ -63,13 +71,12 @@ static void test_step_against_reference(void)
     flow_schedule(17, 3.0f, sig);
     const int cases[] = {0, 1, 8, 15, 16};
     const char *names[] = {"flow", "dance", "cps"};
-    const float etas[] = {0.7f, 0.7f, 0.9f}; /* make_sampler_fixtures.py: ETA, ETA, CPS_ETA */
     double worst_mu = 0, worst_std = 0, worst_lp = 0;
     for (int k = 0; k < 3; k++) {
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
             int i = cases[c];
             SdeStep st;
-            sde_step_coeffs(sig, 17, i, (SdeKind)k, etas[k], &st);
+            sde_step_coeffs(sig, 17, i, (SdeKind)k, fixture_eta(f, (SdeKind)k), &st);
             sde_mean(&st, x, v, n * img, mu);
             sde_sample(mu, st.std, z, n * img, xn);
             float lp[n];
@@ -275,7 +282,6 @@ static void test_full_samples_against_reference(void)
     sampler_config_default(&sc);
     sc.steps = N;
     sc.shift = 3.0f;
-    sc.eta = 0.7f;
 
     struct {
         const char *name;
@@ -290,7 +296,7 @@ static void test_full_samples_against_reference(void)
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         sc.kind = runs[r].kind;
         sc.sde = runs[r].sde;
-        sc.eta = runs[r].sde == SDE_CPS ? 0.9f : 0.7f; /* the fixture's CPS_ETA */
+        sc.eta = fixture_eta(f, runs[r].sde);
         sc.guidance = runs[r].guidance;
         sc.cfg_scale = 2.5f;
         /* batch 2 for 3 trajectories: one full batch and one padded one */
