@@ -53,7 +53,9 @@ static Batch random_batch(const ModelConfig *c, int B, uint64_t seed)
     for (int i = 0; i < B; i++) {
         for (int j = 0; j < c->text_len; j++) {
             /* sample 0 all PAD; others have trailing PAD and a PAD hole */
-            int tok = (i == 0 || j >= c->text_len - 2 || j == 2) ? 0 : 1 + (i * 7 + j * 3) % (c->vocab_size - 1);
+            int tok = (i == 0 || j >= c->text_len - 2 || j == 2)
+                          ? 0
+                          : 1 + (i * 7 + j * 3) % (c->vocab_size - 1);
             b.tokens[i * c->text_len + j] = tok;
         }
     }
@@ -208,6 +210,44 @@ static void test_smaller_batch_same_rows(void)
     model_free(&m);
 }
 
+/* The forward drops text positions after the batch's last non-PAD token. Whether a batch runs
+ * all text_len positions (a full-length caption in row 2) or fewer (rows 0 and 1 alone: 6 of 8;
+ * row 0 alone, all PAD: none), rows 0 and 1 must give the same velocities and gradients. */
+static void test_trailing_pad_dropped(void)
+{
+    Model m;
+    random_model(&m, 7);
+    const ModelConfig *c = &m.cfg;
+    Batch b = random_batch(c, 3, 8);
+    int T = c->text_len;
+    for (int j = 0; j < T; j++) b.tokens[2 * T + j] = 1 + j % (c->vocab_size - 1);
+    size_t img = cfg_image_numel(c);
+    memset(b.dv + 2 * img, 0, img * sizeof(float)); /* row 2 carries no gradient */
+    Activations *a = acts_new(c, 3);
+    float *g_full = malloc(m.num_params * sizeof(float)),
+          *v_short = malloc(2 * img * sizeof(float));
+    model_forward(&m, a, b.x, b.t, b.tokens, b.v);
+    model_zero_grad(&m);
+    model_backward(&m, a, b.dv);
+    memcpy(g_full, m.grads, m.num_params * sizeof(float));
+    for (int rows = 2; rows >= 1; rows--) {
+        acts_set_batch(a, rows);
+        model_forward(&m, a, b.x, b.t, b.tokens, v_short);
+        model_zero_grad(&m);
+        model_backward(&m, a, b.dv);
+        double ev = test_rel_err(v_short, b.v, rows * img);
+        CHECK_MSG(ev < 1e-6, "%d rows without the long caption: output differs by %g", rows, ev);
+        if (rows == 2) {
+            double eg = test_rel_err(m.grads, g_full, m.num_params);
+            CHECK_MSG(eg < 1e-6, "without the long caption: gradient differs by %g", eg);
+        }
+    }
+    free(g_full), free(v_short);
+    acts_free(a);
+    batch_free(&b);
+    model_free(&m);
+}
+
 /* Central difference at step h, on parameter i. */
 static double central_difference(Model *m, Activations *a, const Batch *b, size_t i, float h)
 {
@@ -270,6 +310,7 @@ int main(void)
     TEST_RUN(test_init_weights);
     TEST_RUN(test_thread_count_invariance);
     TEST_RUN(test_smaller_batch_same_rows);
+    TEST_RUN(test_trailing_pad_dropped);
     TEST_RUN(test_finite_difference);
     return test_summary("model");
 }

@@ -41,6 +41,7 @@ struct Activations {
     ModelConfig cfg;
     int B;        /* rows of the next pass */
     int capacity; /* rows planned for */
+    int text_len; /* text positions of the last forward: up to its batch's last non-PAD token */
     float *arena; /* one allocation holds every buffer below */
     size_t arena_floats;
     /* forward */
@@ -192,9 +193,9 @@ void acts_free(Activations *a)
 
 /* One transformer block: h_in (in k) -> h_out. */
 static void block_forward(const BlockTensors *w, BlockActs *k, float *h_out, const float *sc,
-                          const uint8_t *key_mask, const ModelConfig *c, int B)
+                          const uint8_t *key_mask, const ModelConfig *c, int B, int S)
 {
-    int d = c->dim, S = cfg_seq_len(c), H = c->heads, dh = cfg_head_dim(c), F = cfg_mlp_dim(c);
+    int d = c->dim, H = c->heads, dh = cfg_head_dim(c), F = cfg_mlp_dim(c);
     int rows = B * S, m6 = 6 * d;
     const float *shift_a = k->mod, *scale_a = k->mod + d, *gate_a = k->mod + 2 * d;
     const float *shift_m = k->mod + 3 * d, *scale_m = k->mod + 4 * d, *gate_m = k->mod + 5 * d;
@@ -224,18 +225,30 @@ void model_forward(const Model *m, Activations *a, const float *x, const float *
 {
     const ModelConfig *c = &m->cfg;
     const ParamTensors *p = &m->p;
-    int B = a->B, d = c->dim, T = c->text_len, N = cfg_img_tokens(c), P = cfg_patch_dim(c);
-    int S = cfg_seq_len(c);
+    int B = a->B, d = c->dim, Tmax = c->text_len, N = cfg_img_tokens(c), P = cfg_patch_dim(c);
     float *h = a->blocks[0].h_in;
 
+    /* Text positions after the batch's last non-PAD token are masked keys, so no image token
+     * reads them and their own rows never reach the output: the pass leaves them out (captions
+     * are padded at the end, so a batch of short prompts runs a shorter sequence). */
+    int T = 0;
+    for (int b = 0; b < B; b++)
+        for (int i = Tmax - 1; i >= T; i--)
+            if (tokens[b * Tmax + i] != TOKEN_PAD_ID) {
+                T = i + 1;
+                break;
+            }
+    int S = T + N;
+    a->text_len = T;
+
     /* text tokens, their key mask, and the mean embedding of the non-PAD tokens */
-    memcpy(a->tokens, tokens, (size_t)B * T * sizeof *tokens);
+    memcpy(a->tokens, tokens, (size_t)B * Tmax * sizeof *tokens);
     memset(a->pooled_mean, 0, (size_t)B * d * sizeof(float));
     for (int b = 0; b < B; b++) {
         int count = 0;
         float *pm = a->pooled_mean + (size_t)b * d;
         for (int i = 0; i < T; i++) {
-            int tok = tokens[b * T + i];
+            int tok = tokens[b * Tmax + i];
             const float *e = p->tok_emb + (size_t)tok * d;
             float *hr = h + ((size_t)b * S + i) * d;
             for (int k = 0; k < d; k++) hr[k] = e[k] + p->txt_pos[(size_t)i * d + k];
@@ -271,7 +284,7 @@ void model_forward(const Model *m, Activations *a, const float *x, const float *
 
     for (int l = 0; l < c->depth; l++) {
         float *h_out = l + 1 < c->depth ? a->blocks[l + 1].h_in : a->h_last;
-        block_forward(&p->blocks[l], &a->blocks[l], h_out, a->sc, a->key_mask, c, B);
+        block_forward(&p->blocks[l], &a->blocks[l], h_out, a->sc, a->key_mask, c, B, S);
     }
 
     /* final layer on the image tokens only: modulated LN, linear, un-patchify */
@@ -292,7 +305,8 @@ void model_forward(const Model *m, Activations *a, const float *x, const float *
 static void block_backward(const BlockTensors *w, BlockTensors *g, BlockActs *k, Activations *a,
                            const ModelConfig *c)
 {
-    int B = a->B, d = c->dim, S = cfg_seq_len(c), H = c->heads, dh = cfg_head_dim(c);
+    int B = a->B, d = c->dim, S = a->text_len + cfg_img_tokens(c), H = c->heads,
+        dh = cfg_head_dim(c);
     int F = cfg_mlp_dim(c), rows = B * S, m6 = 6 * d;
     float *dmod = a->d_mod;
     memset(dmod, 0, (size_t)B * m6 * sizeof(float));
@@ -328,8 +342,8 @@ void model_backward(Model *m, Activations *a, const float *dv)
     const ModelConfig *c = &m->cfg;
     const ParamTensors *p = &m->p;
     ParamTensors *g = &m->g;
-    int B = a->B, d = c->dim, T = c->text_len, N = cfg_img_tokens(c), P = cfg_patch_dim(c);
-    int S = cfg_seq_len(c);
+    int B = a->B, d = c->dim, Tmax = c->text_len, N = cfg_img_tokens(c), P = cfg_patch_dim(c);
+    int T = a->text_len, S = T + N; /* the positions the forward ran */
 
     memset(a->d_sc, 0, (size_t)B * d * sizeof(float));
 
@@ -374,7 +388,7 @@ void model_backward(Model *m, Activations *a, const float *dv)
         const float *dpm = a->d_vec + (size_t)b * d;
         float share = a->text_count[b] ? 1.0f / (float)a->text_count[b] : 0.0f;
         for (int i = 0; i < T; i++) {
-            int tok = a->tokens[b * T + i];
+            int tok = a->tokens[b * Tmax + i];
             const float *dhr = a->d_h + ((size_t)b * S + i) * d;
             float *ge = g->tok_emb + (size_t)tok * d, *gp = g->txt_pos + (size_t)i * d;
             for (int k = 0; k < d; k++) {
