@@ -62,8 +62,13 @@ int main(int argc, char **argv)
     rng_normal(&r, x, n);
     rng_normal(&r, dv, n);
     rng_uniform(&r, t, (size_t)B);
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < cfg.text_len - 3; i++) tokens[b * cfg.text_len + i] = 2 + (b + i) % 60;
+    /* prompts of varying length, some all PAD, the first of the full text_len (the PyTorch side
+     * draws such lengths too), so the forward runs every position, the work
+     * model_forward_flops counts */
+    for (int b = 0; b < B; b++) {
+        int len = b == 0 ? cfg.text_len : (b * 5) % (cfg.text_len + 1);
+        for (int i = 0; i < len; i++) tokens[b * cfg.text_len + i] = 2 + (b + i) % 60;
+    }
 
     double *fwd = malloc(runs * sizeof *fwd), *fb = malloc(runs * sizeof *fb);
     for (int i = 0; i < 2; i++) { /* warm-up: page in the arena, start the BLAS threads */
