@@ -191,6 +191,21 @@ void acts_free(Activations *a)
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
+/* Text positions a batch needs: up to its last non-PAD token (captions are padded at the end).
+ * The positions after it are masked keys, so no image token reads them and their own rows never
+ * reach the output; the passes leave them out. 0 when every row is all PAD. */
+static int batch_text_len(const int32_t *tokens, int B, int text_len)
+{
+    int T = 0;
+    for (int b = 0; b < B; b++)
+        for (int i = text_len - 1; i >= T; i--)
+            if (tokens[b * text_len + i] != TOKEN_PAD_ID) {
+                T = i + 1;
+                break;
+            }
+    return T;
+}
+
 /* One transformer block: h_in (in k) -> h_out. */
 static void block_forward(const BlockTensors *w, BlockActs *k, float *h_out, const float *sc,
                           const uint8_t *key_mask, const ModelConfig *c, int B, int S)
@@ -228,18 +243,8 @@ void model_forward(const Model *m, Activations *a, const float *x, const float *
     int B = a->B, d = c->dim, Tmax = c->text_len, N = cfg_img_tokens(c), P = cfg_patch_dim(c);
     float *h = a->blocks[0].h_in;
 
-    /* Text positions after the batch's last non-PAD token are masked keys, so no image token
-     * reads them and their own rows never reach the output: the pass leaves them out (captions
-     * are padded at the end, so a batch of short prompts runs a shorter sequence). */
-    int T = 0;
-    for (int b = 0; b < B; b++)
-        for (int i = Tmax - 1; i >= T; i--)
-            if (tokens[b * Tmax + i] != TOKEN_PAD_ID) {
-                T = i + 1;
-                break;
-            }
-    int S = T + N;
-    a->text_len = T;
+    int T = batch_text_len(tokens, B, Tmax), S = T + N;
+    a->text_len = T; /* for the backward of this pass */
 
     /* text tokens, their key mask, and the mean embedding of the non-PAD tokens */
     memcpy(a->tokens, tokens, (size_t)B * Tmax * sizeof *tokens);
@@ -303,10 +308,9 @@ void model_forward(const Model *m, Activations *a, const float *x, const float *
 
 /* d_h holds dL/dh_out on entry and dL/dh_in on return; dL/dsilu(c) is added to d_sc. */
 static void block_backward(const BlockTensors *w, BlockTensors *g, BlockActs *k, Activations *a,
-                           const ModelConfig *c)
+                           const ModelConfig *c, int S)
 {
-    int B = a->B, d = c->dim, S = a->text_len + cfg_img_tokens(c), H = c->heads,
-        dh = cfg_head_dim(c);
+    int B = a->B, d = c->dim, H = c->heads, dh = cfg_head_dim(c);
     int F = cfg_mlp_dim(c), rows = B * S, m6 = 6 * d;
     float *dmod = a->d_mod;
     memset(dmod, 0, (size_t)B * m6 * sizeof(float));
@@ -365,7 +369,7 @@ void model_backward(Model *m, Activations *a, const float *dv)
                     1);
 
     for (int l = c->depth - 1; l >= 0; l--)
-        block_backward(&p->blocks[l], &g->blocks[l], &a->blocks[l], a, c);
+        block_backward(&p->blocks[l], &g->blocks[l], &a->blocks[l], a, c, S);
 
     /* conditioning: c = t2(silu(t1(tfreq))) + pool(pooled_mean) */
     silu_backward(a->d_c, a->d_sc, a->c, (size_t)B * d, 0);
