@@ -388,7 +388,8 @@ static void test_guidance_w1_and_batch_sizes(void)
         CHECK(test_rel_err(w0->x0_hat, uncond->x0_hat, ni) <= 1e-5);
         CHECK(test_rel_err(w0->x0_hat, plain->x0_hat, ni) > 1e-3); /* the prompt matters */
     }
-    /* the model batch size (1, 2 = padded, 5 = all, 8 = mostly padding) changes nothing */
+    /* the model batch size (1, 2 = a partial last batch, 5 = all, 8 = more than all) changes
+     * nothing */
     int Bs[] = {1, 5, 8};
     for (size_t k = 0; plain && k < sizeof Bs / sizeof Bs[0]; k++) {
         Trajectory *t = run_noise(&m, &sc, n, Bs[k], tokens, x_init, z);
@@ -550,6 +551,56 @@ static void test_noise_order_and_sharing(void)
     model_free(&m);
 }
 
+/* Trajectories that share an input (x_i and prompt) take one model row's velocity: six from one
+ * initial noise, two prompts of three, sampled together give what each gives sampled alone. */
+static void test_repeated_inputs_share_a_row(void)
+{
+    Model m;
+    Vocab vocab;
+    if (load_tiny(&m, &vocab)) TEST_SKIP("no tiny model");
+    int n = 6, N = 4, T = m.cfg.text_len;
+    size_t img = cfg_image_numel(&m.cfg), ni = (size_t)n * img;
+    int32_t *tokens = malloc((size_t)n * T * sizeof *tokens);
+    float *x_init = malloc(ni * sizeof *x_init), *z = malloc((size_t)N * ni * sizeof *z);
+    float *z1 = malloc((size_t)N * img * sizeof *z1);
+    make_inputs(&m.cfg, n, N, tokens, x_init, z);
+    for (int b = 1; b < n; b++) {
+        memcpy(x_init + (size_t)b * img, x_init, img * sizeof *x_init);
+        memcpy(tokens + (size_t)b * T, tokens + (size_t)(b < 3 ? 0 : 3) * T, T * sizeof *tokens);
+    }
+    SamplerConfig sc;
+    sampler_config_default(&sc);
+    sc.steps = N;
+    for (int guided = 0; guided <= 1; guided++) {
+        sc.guidance = guided;
+        sc.cfg_scale = 2.0f;
+        Trajectory *all = run_noise(&m, &sc, n, 4, tokens, x_init, z);
+        double worst = 0;
+        for (int b = 0; all && b < n; b++) {
+            for (int i = 0; i < N; i++)
+                memcpy(z1 + (size_t)i * img, z + ((size_t)i * n + b) * img, img * sizeof *z1);
+            Trajectory *one = run_noise(&m, &sc, 1, 1, tokens + (size_t)b * T, x_init, z1);
+            if (!one) continue;
+            for (int i = 0; i <= N; i++) {
+                const float *xa = all->x + ((size_t)i * n + b) * img, *xo = one->x + i * img;
+                worst = fmax(worst, test_rel_err(xa, xo, img));
+                if (i < N) CHECK_CLOSE(all->logp[(size_t)i * n + b], one->logp[i], 0, 1e-5);
+            }
+            trajectory_free(one);
+        }
+        CHECK_MSG(worst <= 1e-5, "guided %d: together vs alone %.3e", guided, worst);
+        fprintf(stderr, "  %s: 6 trajectories from one noise, together vs alone: %.2e\n",
+                guided ? "guided" : "unguided", worst);
+        trajectory_free(all);
+    }
+    free(tokens);
+    free(x_init);
+    free(z);
+    free(z1);
+    vocab_free(&vocab);
+    model_free(&m);
+}
+
 static void test_errors(void)
 {
     char err[256] = "";
@@ -631,6 +682,7 @@ int main(void)
     TEST_RUN(test_guidance_w1_and_batch_sizes);
     TEST_RUN(test_threads_determinism);
     TEST_RUN(test_noise_order_and_sharing);
+    TEST_RUN(test_repeated_inputs_share_a_row);
     TEST_RUN(test_errors);
     return test_summary("sampler");
 }

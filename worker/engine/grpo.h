@@ -223,7 +223,11 @@ void grpo_workspace_free(GrpoWorkspace *ws);
  * the gradient is exactly zero: the clip binds for every item and there is no KL term, or
  * scale == 0 (which is how to get the stats alone, e.g. ratios after an update).
  *
- * The passes run only the items' rows (acts_set_batch; the batch is restored). Every item
+ * Transitions whose model input is the same (transition k, prompt and x_k all equal: the first
+ * transition of the trajectories of a group sampled from shared noise) share one row of the
+ * forward and of the backward, which then takes the sum of their velocity gradients (the same
+ * result but for the order of float sums; the CPU backend does this, the CUDA one runs a row per
+ * transition). The passes run only these rows (acts_set_batch; the batch is restored). Every item
  * counts once in the sum whatever its size: scale is where the caller puts 1 / (G x chunks
  * trained) of the objective.
  *

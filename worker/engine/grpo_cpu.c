@@ -2,12 +2,16 @@
  * grpo_cpu.c: the model-level GRPO / Chunk-GRPO micro-step on the CPU model (see grpo.h for the
  * contract; the chunk objective it applies is in grpo.c).
  *
- * The step packs every transition of its items into the rows of one batch: row r holds (item
- * row_item[r], transition row_step[r]). Per-row work (the mean, the log-probability, the KL term,
- * the velocity gradient) runs one row per OpenMP iteration with its sums in a fixed order;
- * per-item work (the chunk loss) runs serially in item order. So nothing depends on the thread
- * count. Guided, rows [rows, 2 rows) repeat rows [0, rows) with the all-PAD prompt, in the same
- * forward and the same backward.
+ * The step packs every transition of its items into rows: row r holds (item row_item[r],
+ * transition row_step[r]). Rows whose model input is the same (the same transition, prompt and
+ * x_k, as the first transition of every trajectory of a group sampled from shared noise) share
+ * one model row, row_model[r]: the forward runs each distinct input once, and since the model's
+ * Jacobian is then the same for all of them, the backward runs once on the sum of their velocity
+ * gradients (exact but for the order of float sums). Per-row work (the mean, the
+ * log-probability, the KL term, the velocity gradient) runs one row per OpenMP iteration with its
+ * sums in a fixed order; per-item work (the chunk loss) runs serially in item order. So nothing
+ * depends on the thread count. Guided, model rows [U, 2 U) repeat rows [0, U) with the all-PAD
+ * prompt, in the same forward and the same backward.
  */
 #include "grpo.h"
 
@@ -24,20 +28,25 @@ struct GrpoWorkspace {
     ModelConfig cfg;
     int B;
     size_t img;
-    float *x;        /* [B, img] x_k of every row */
+    /* per model row (distinct inputs; guided, the unconditional copies follow) */
+    float *x;        /* [B, img] x_k */
     float *t;        /* [B] sigma_k */
     int32_t *tokens; /* [B, T] */
+    int *model_step; /* [B] transition index k */
     float *v;        /* [B, img] policy velocity */
     float *v_ref;    /* [B, img] reference velocity, then reused for mu_ref */
     float *mu;       /* [B, img] policy mean */
-    float *dv;       /* [B, img] d objective / d v */
+    double *kl;      /* [B] per-step KL */
+    float *dv;       /* [B, img] d objective / d v, summed over the rows sharing the model row */
+    /* per row (one trained transition of one item) */
+    float *row_dv;   /* [B, img] the row's own d objective / d v */
     float *logp_new; /* [B] */
     float *logp_old; /* [B] */
     float *dlogp;    /* [B] d loss / d logp_new */
-    double *kl;      /* [B] per-step KL */
     SdeStep *coef;   /* [B] */
     int *row_item;   /* [B] */
     int *row_step;   /* [B] transition index k */
+    int *row_model;  /* [B] the model row that computes it */
 };
 
 GrpoWorkspace *grpo_workspace_new(const ModelConfig *cfg, int batch)
@@ -56,6 +65,7 @@ GrpoWorkspace *grpo_workspace_new(const ModelConfig *cfg, int batch)
     ws->v_ref = malloc(Bi * sizeof *ws->v_ref);
     ws->mu = malloc(Bi * sizeof *ws->mu);
     ws->dv = malloc(Bi * sizeof *ws->dv);
+    ws->row_dv = malloc(Bi * sizeof *ws->row_dv);
     ws->logp_new = malloc(B * sizeof *ws->logp_new);
     ws->logp_old = malloc(B * sizeof *ws->logp_old);
     ws->dlogp = malloc(B * sizeof *ws->dlogp);
@@ -63,9 +73,11 @@ GrpoWorkspace *grpo_workspace_new(const ModelConfig *cfg, int batch)
     ws->coef = malloc(B * sizeof *ws->coef);
     ws->row_item = malloc(B * sizeof *ws->row_item);
     ws->row_step = malloc(B * sizeof *ws->row_step);
+    ws->row_model = malloc(B * sizeof *ws->row_model);
+    ws->model_step = malloc(B * sizeof *ws->model_step);
     if (!ws->x || !ws->t || !ws->tokens || !ws->v || !ws->v_ref || !ws->mu || !ws->dv ||
-        !ws->logp_new || !ws->logp_old || !ws->dlogp || !ws->kl || !ws->coef || !ws->row_item ||
-        !ws->row_step) {
+        !ws->row_dv || !ws->logp_new || !ws->logp_old || !ws->dlogp || !ws->kl || !ws->coef ||
+        !ws->row_item || !ws->row_step || !ws->row_model || !ws->model_step) {
         grpo_workspace_free(ws);
         return NULL;
     }
@@ -82,6 +94,7 @@ void grpo_workspace_free(GrpoWorkspace *ws)
     free(ws->v_ref);
     free(ws->mu);
     free(ws->dv);
+    free(ws->row_dv);
     free(ws->logp_new);
     free(ws->logp_old);
     free(ws->dlogp);
@@ -89,6 +102,8 @@ void grpo_workspace_free(GrpoWorkspace *ws)
     free(ws->coef);
     free(ws->row_item);
     free(ws->row_step);
+    free(ws->row_model);
+    free(ws->model_step);
     free(ws);
 }
 
@@ -140,6 +155,21 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
     return grpo_items_validate(mc, tr, c, items, n_items, scale, ws->B, err, errlen);
 }
 
+/* The model row among the first `urows` that already holds transition k's input x_k with the
+ * prompt tok, or -1. Only rows of the same transition can match, and in practice only the first
+ * transition of trajectories that started from the same noise does. */
+static int find_model_row(const GrpoWorkspace *ws, int urows, int k, const float *xk,
+                          const int32_t *tok)
+{
+    const int T = ws->cfg.text_len;
+    for (int u = 0; u < urows; u++)
+        if (ws->model_step[u] == k &&
+            memcmp(ws->tokens + (size_t)u * T, tok, (size_t)T * sizeof *tok) == 0 &&
+            memcmp(ws->x + (size_t)u * ws->img, xk, ws->img * sizeof *xk) == 0)
+            return u;
+    return -1;
+}
+
 int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model *ref,
                         Activations *ref_acts, const Trajectory *tr, const GrpoConfig *c,
                         const GrpoItem *items, int n_items, float scale, GrpoItemStats *stats,
@@ -151,29 +181,35 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
     const size_t img = ws->img;
     const int use_kl = c->kl_coef > 0.0f;
 
-    /* pack the rows: x_k, sigma_k and the prompt of every transition of every item */
-    int rows = 0;
+    /* pack the rows, and the model rows of their distinct inputs (x_k, sigma_k, the prompt) */
+    int rows = 0, urows = 0;
     for (int i = 0; i < n_items; i++) {
         const GrpoItem *it = &items[i];
         for (int s = 0; s < it->size; s++, rows++) {
             int k = it->start + s;
+            const float *xk = tr->x + ((size_t)k * n + it->traj) * img;
+            const int32_t *tok = tr->tokens + (size_t)it->traj * T;
+            int u = find_model_row(ws, urows, k, xk, tok);
+            if (u < 0) {
+                u = urows++;
+                ws->model_step[u] = k;
+                memcpy(ws->x + (size_t)u * img, xk, img * sizeof *ws->x);
+                ws->t[u] = tr->sigmas[k];
+                memcpy(ws->tokens + (size_t)u * T, tok, (size_t)T * sizeof *ws->tokens);
+            }
+            ws->row_model[rows] = u;
             ws->row_item[rows] = i;
             ws->row_step[rows] = k;
-            memcpy(ws->x + (size_t)rows * img, tr->x + ((size_t)k * n + it->traj) * img,
-                   img * sizeof *ws->x);
-            ws->t[rows] = tr->sigmas[k];
-            memcpy(ws->tokens + (size_t)rows * T, tr->tokens + (size_t)it->traj * T,
-                   (size_t)T * sizeof *ws->tokens);
             ws->logp_old[rows] = tr->logp[(size_t)k * n + it->traj];
             sde_step_coeffs(tr->sigmas, tr->steps, k, c->sde, c->eta, &ws->coef[rows]);
         }
     }
-    /* guided: the same rows again with the unconditional (all-PAD) prompt */
-    const int model_rows = rows * grpo_rows_per_transition(c);
+    /* guided: the same model rows again with the unconditional (all-PAD) prompt */
+    const int model_rows = urows * grpo_rows_per_transition(c);
     if (c->guidance) {
-        memcpy(ws->x + (size_t)rows * img, ws->x, (size_t)rows * img * sizeof *ws->x);
-        memcpy(ws->t + rows, ws->t, (size_t)rows * sizeof *ws->t);
-        memset(ws->tokens + (size_t)rows * T, 0, (size_t)rows * T * sizeof *ws->tokens);
+        memcpy(ws->x + (size_t)urows * img, ws->x, (size_t)urows * img * sizeof *ws->x);
+        memcpy(ws->t + urows, ws->t, (size_t)urows * sizeof *ws->t);
+        memset(ws->tokens + (size_t)urows * T, 0, (size_t)urows * T * sizeof *ws->tokens);
     }
     /* the passes run exactly model_rows rows (no padding); the batch is restored before
      * returning */
@@ -185,34 +221,40 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
     if (use_kl) model_forward(ref, ref_a, ws->x, ws->t, ws->tokens, ws->v_ref);
     model_forward(m, a, ws->x, ws->t, ws->tokens, ws->v);
     if (c->guidance) {
-        size_t count = (size_t)rows * img;
+        size_t count = (size_t)urows * img;
         guidance_combine(ws->v, ws->v + count, c->cfg_scale, count);
         if (use_kl) guidance_combine(ws->v_ref, ws->v_ref + count, c->cfg_scale, count);
     }
 
-    /* per row: mu, logp_new and the KL term (mu_ref overwrites v_ref) */
+    /* per model row: mu and the KL term (mu_ref overwrites v_ref) */
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const SdeStep *st = &ws->coef[r];
-        const GrpoItem *it = &items[ws->row_item[r]];
-        size_t off = (size_t)r * img;
-        const float *xr = ws->x + off;
-        const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
+    for (int u = 0; u < urows; u++) {
+        SdeStep st;
+        sde_step_coeffs(tr->sigmas, tr->steps, ws->model_step[u], c->sde, c->eta, &st);
+        size_t off = (size_t)u * img;
+        const float *xu = ws->x + off;
         float *mu = ws->mu + off;
-        sde_mean(st, xr, ws->v + off, img, mu);
-        ws->logp_new[r] = sde_logp(xn, mu, st->std, img);
-        ws->kl[r] = 0.0;
+        sde_mean(&st, xu, ws->v + off, img, mu);
+        ws->kl[u] = 0.0;
         if (use_kl) {
             float *mu_ref = ws->v_ref + off;
-            sde_mean(st, xr, mu_ref, img, mu_ref);
+            sde_mean(&st, xu, mu_ref, img, mu_ref);
             double sum = 0.0;
             for (size_t e = 0; e < img; e++) {
                 double d = (double)mu[e] - (double)mu_ref[e];
                 sum += d * d;
             }
-            double s = st->std;
-            ws->kl[r] = sum / (double)img / (2.0 * s * s);
+            double sd = st.std;
+            ws->kl[u] = sum / (double)img / (2.0 * sd * sd);
         }
+    }
+    /* per row: logp_new against the row's own recorded x_{k+1} */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const GrpoItem *it = &items[ws->row_item[r]];
+        const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
+        ws->logp_new[r] =
+            sde_logp(xn, ws->mu + (size_t)ws->row_model[r] * img, ws->coef[r].std, img);
     }
 
     /* per item: the chunk loss, in item order */
@@ -227,7 +269,7 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
         if (stats) {
             double kl = 0.0, lpn = 0.0, lpo = 0.0;
             for (int s = 0; s < it->size; s++) {
-                kl += ws->kl[r0 + s];
+                kl += ws->kl[ws->row_model[r0 + s]];
                 lpn += ws->logp_new[r0 + s];
                 lpo += ws->logp_old[r0 + s];
             }
@@ -247,14 +289,14 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
         return 0;
     }
 
-    /* per row: dv = scale * cv * (dlogp * dlogp/dmu + kl_coef/size * dKL/dmu) */
+    /* per row: its dv = scale * cv * (dlogp * dlogp/dmu + kl_coef/size * dKL/dmu) */
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
-        size_t off = (size_t)r * img;
-        float *dv = ws->dv + off;
+        float *dv = ws->row_dv + (size_t)r * img;
         const SdeStep *st = &ws->coef[r];
         const GrpoItem *it = &items[ws->row_item[r]];
         const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
+        size_t off = (size_t)ws->row_model[r] * img;
         const float *mu = ws->mu + off;
         sde_logp_grad_mu(xn, mu, st->std, img, scale * ws->dlogp[r] * st->cv, dv);
         if (use_kl) {
@@ -265,7 +307,22 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
             for (size_t e = 0; e < img; e++) dv[e] += g * (mu[e] - mu_ref[e]);
         }
     }
-    if (c->guidance) guidance_backward(ws->dv, c->cfg_scale, (size_t)rows * img);
+    /* per model row: the sum of its rows' dv, in row order */
+#pragma omp parallel for schedule(static)
+    for (int u = 0; u < urows; u++) {
+        float *dv = ws->dv + (size_t)u * img;
+        int first = 1;
+        for (int r = 0; r < rows; r++) {
+            if (ws->row_model[r] != u) continue;
+            const float *d = ws->row_dv + (size_t)r * img;
+            if (first)
+                memcpy(dv, d, img * sizeof *dv);
+            else
+                for (size_t e = 0; e < img; e++) dv[e] += d[e];
+            first = 0;
+        }
+    }
+    if (c->guidance) guidance_backward(ws->dv, c->cfg_scale, (size_t)urows * img);
     model_backward(m, a, ws->dv);
     acts_set_batch(a, B);
     if (use_kl) acts_set_batch(ref_a, B);

@@ -3,10 +3,12 @@
  * the steps it takes are in sampler.c).
  *
  * The sampler loops over steps outside and model batches inside: each step's noise is drawn for
- * all n trajectories at once (so it is independent of the batch size), then every batch of the
- * Activations' size runs the model on x_i and takes its transition. Full batches read x_i and the
- * tokens in place; only a final partial batch is copied into padded scratch rows (PAD prompts,
- * zero images; their outputs are discarded).
+ * all n trajectories at once (so it is independent of the batch size), then every batch of at
+ * most the Activations' size runs the model on x_i and takes its transitions. A trajectory whose
+ * input repeats an earlier one's (the same x_i and prompt: every member of a group at the first
+ * step when the group shares its initial noise) takes that one's velocity instead of a model row
+ * of its own. Runs of consecutive rows are read in place; other batches are gathered into
+ * scratch rows.
  */
 #include "sampler.h"
 
@@ -23,12 +25,15 @@ struct Sampler {
     size_t img;        /* S*S*C */
     float *sigmas;     /* [steps+1] */
     float *t;          /* [B] this step's sigma for every row */
-    float *xb;         /* [B, img] padded input of a partial batch */
-    int32_t *tokb;     /* [B, T] padded prompts of a partial batch */
+    float *xb;         /* [B, img] gathered inputs of a batch */
+    int32_t *tokb;     /* [B, T] gathered prompts of a batch */
+    int *src;          /* [n] the trajectory whose velocity trajectory k takes at this step */
+    int *uniq;         /* [n] the trajectories that run the model (src[k] == k), ascending */
+    int *row;          /* [n] the batch row of each of them */
     int32_t *uncond;   /* [B, T] all PAD: the unconditional branch */
     float *v;          /* [B, img] (guided) velocity */
     float *vu;         /* [B, img] unconditional velocity (guidance only) */
-    float *mu;         /* [B, img] SDE means of the current batch */
+    float *mu;         /* [n, img] SDE means of the current step */
     float *z;          /* [n, img] this step's noise (SDE from an Rng) */
     const Model *late; /* hybrid sampling: the model of transitions late_from.. (or NULL) */
     int late_from;
@@ -63,10 +68,15 @@ Sampler *sampler_new(const ModelConfig *cfg, const SamplerConfig *sc, int n, int
     s->tokb = calloc((size_t)batch * T, sizeof *s->tokb);
     s->uncond = calloc((size_t)batch * T, sizeof *s->uncond); /* TOKEN_PAD == 0 */
     s->v = malloc(Bi * sizeof *s->v);
-    if (!s->sigmas || !s->t || !s->xb || !s->tokb || !s->uncond || !s->v) goto oom;
+    s->src = malloc((size_t)n * sizeof *s->src);
+    s->uniq = malloc((size_t)n * sizeof *s->uniq);
+    s->row = malloc((size_t)n * sizeof *s->row);
+    if (!s->sigmas || !s->t || !s->xb || !s->tokb || !s->uncond || !s->v || !s->src || !s->uniq ||
+        !s->row)
+        goto oom;
     if (sc->guidance && !(s->vu = malloc(Bi * sizeof *s->vu))) goto oom;
     if (sc->kind == SAMPLER_SDE) {
-        s->mu = malloc(Bi * sizeof *s->mu);
+        s->mu = malloc((size_t)n * s->img * sizeof *s->mu);
         s->z = malloc((size_t)n * s->img * sizeof *s->z);
         if (!s->mu || !s->z) goto oom;
     }
@@ -87,6 +97,9 @@ void sampler_free(Sampler *s)
     free(s->tokb);
     free(s->uncond);
     free(s->v);
+    free(s->src);
+    free(s->uniq);
+    free(s->row);
     free(s->vu);
     free(s->mu);
     free(s->z);
@@ -124,28 +137,53 @@ static int sampler_check(const Sampler *s, const Model *m, const Activations *a,
     return 0;
 }
 
-/*
- * The velocity of rows [b0, b0 + nb) of x_i into s->v ([B, img]; rows >= nb are padding).
- * Guided: v = v_u + w (v_c - v_u).
- */
-static void sampler_velocity(Sampler *s, const Model *m, Activations *a, const float *xi,
-                             const int32_t *tokens, int b0, int nb)
+/* Fills s->src and s->uniq for the inputs x_i; returns the number of distinct inputs. Only
+ * inputs with the same prompt are compared in full, and different noise differs in its first
+ * values, so this costs little beside a model row. */
+static int find_sources(Sampler *s, const float *xi, const int32_t *tokens)
 {
     size_t img = s->img, T = (size_t)s->mcfg.text_len;
-    const float *xin = xi + (size_t)b0 * img;
-    const int32_t *tin = tokens + (size_t)b0 * T;
-    if (nb < s->B) { /* partial batch: pad with zero images and PAD prompts */
-        memcpy(s->xb, xin, (size_t)nb * img * sizeof *s->xb);
-        memset(s->xb + (size_t)nb * img, 0, (size_t)(s->B - nb) * img * sizeof *s->xb);
-        memcpy(s->tokb, tin, (size_t)nb * T * sizeof *s->tokb);
-        memset(s->tokb + (size_t)nb * T, 0, (size_t)(s->B - nb) * T * sizeof *s->tokb);
+    int U = 0;
+    for (int k = 0; k < s->n; k++) {
+        s->src[k] = k;
+        for (int u = 0; u < U; u++) {
+            int j = s->uniq[u];
+            if (memcmp(tokens + (size_t)j * T, tokens + (size_t)k * T, T * sizeof *tokens) == 0 &&
+                memcmp(xi + (size_t)j * img, xi + (size_t)k * img, img * sizeof *xi) == 0) {
+                s->src[k] = j;
+                break;
+            }
+        }
+        if (s->src[k] == k) s->uniq[U++] = k;
+    }
+    return U;
+}
+
+/*
+ * The velocity of the nb trajectories rows[0 .. nb) at x_i into rows 0 .. nb of s->v ([B, img]).
+ * Guided: v = v_u + w (v_c - v_u). The model runs exactly nb rows.
+ */
+static void sampler_velocity(Sampler *s, const Model *m, Activations *a, const float *xi,
+                             const int32_t *tokens, const int *rows, int nb)
+{
+    size_t img = s->img, T = (size_t)s->mcfg.text_len;
+    const float *xin = xi + (size_t)rows[0] * img;
+    const int32_t *tin = tokens + (size_t)rows[0] * T;
+    if (rows[nb - 1] - rows[0] != nb - 1) { /* not one run of consecutive rows: gather */
+        for (int r = 0; r < nb; r++) {
+            memcpy(s->xb + (size_t)r * img, xi + (size_t)rows[r] * img, img * sizeof *s->xb);
+            memcpy(s->tokb + (size_t)r * T, tokens + (size_t)rows[r] * T, T * sizeof *s->tokb);
+        }
         xin = s->xb;
         tin = s->tokb;
     }
+    acts_set_batch(a, nb);
     model_forward(m, a, xin, s->t, tin, s->v);
-    if (!s->cfg.guidance) return;
-    model_forward(m, a, xin, s->t, s->uncond, s->vu);
-    guidance_combine(s->v, s->vu, s->cfg.cfg_scale, (size_t)nb * img);
+    if (s->cfg.guidance) {
+        model_forward(m, a, xin, s->t, s->uncond, s->vu);
+        guidance_combine(s->v, s->vu, s->cfg.cfg_scale, (size_t)nb * img);
+    }
+    acts_set_batch(a, s->B);
 }
 
 /* The common loop. Noise for transition i: z_all + i*n*img when z_all is set, else drawn from
@@ -174,26 +212,34 @@ static void sampler_loop(Sampler *s, const Model *m, Activations *a, const int32
             sde_step_coeffs(s->sigmas, N, i, c->sde, c->eta, &st);
         }
         for (int b = 0; b < s->B; b++) s->t[b] = s->sigmas[i];
-        for (int b0 = 0; b0 < n; b0 += s->B) {
-            int nb = n - b0 < s->B ? n - b0 : s->B;
-            sampler_velocity(s, s->late && i >= s->late_from ? s->late : m, a, xi, tokens, b0, nb);
-            const float *v = s->v;
-            /* one trajectory per iteration: its log-probability is summed in a fixed order */
-#pragma omp parallel for schedule(static)
+        int U = find_sources(s, xi, tokens);
+        for (int u0 = 0; u0 < U; u0 += s->B) {
+            int nb = U - u0 < s->B ? U - u0 : s->B;
+            const int *rows = s->uniq + u0;
+            sampler_velocity(s, s->late && i >= s->late_from ? s->late : m, a, xi, tokens, rows,
+                             nb);
             for (int r = 0; r < nb; r++) {
-                size_t off = (size_t)(b0 + r) * img;
-                const float *vr = v + (size_t)r * img;
+                s->row[rows[r]] = r;
+            }
+            /* the trajectories whose source ran in this batch (uniq is ascending), one per
+             * iteration: each log-probability is summed in a fixed order */
+#pragma omp parallel for schedule(static)
+            for (int k = 0; k < n; k++) {
+                int j = s->src[k];
+                if (j < rows[0] || j > rows[nb - 1]) continue;
+                size_t off = (size_t)k * img;
+                const float *vr = s->v + (size_t)s->row[j] * img;
                 if (i == N - 1) predict_x0(xi + off, vr, s->sigmas[i], img, tr->x0_hat + off);
                 if (c->kind == SAMPLER_ODE) {
                     ode_step(xi + off, vr, s->sigmas[i], s->sigmas[i + 1], img, xn + off);
-                    logp[b0 + r] = 0.0f;
+                    logp[k] = 0.0f;
                 } else {
                     /* logp is taken against the recorded (rounded) x_{i+1}, as a trainer
                      * recomputing mu with the same parameters will see it */
-                    float *mu = s->mu + (size_t)r * img;
+                    float *mu = s->mu + off;
                     sde_mean(&st, xi + off, vr, img, mu);
                     sde_sample(mu, st.std, z + off, img, xn + off);
-                    logp[b0 + r] = sde_logp(xn + off, mu, st.std, img);
+                    logp[k] = sde_logp(xn + off, mu, st.std, img);
                 }
             }
         }

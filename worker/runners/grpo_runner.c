@@ -262,16 +262,19 @@ static void add_item_stats(IterStats *st, int chunk, const GrpoItemStats *s)
 }
 
 /* Trains the chosen chunks of group g's trajectories and takes one AdamW step. Items are packed
- * into model calls of at most `batch` rows; items with advantage 0 carry no policy gradient and
- * are skipped unless the KL term needs them. */
+ * into model calls of at most `batch` rows, chunk by chunk, so that the first chunks of the
+ * group's trajectories share a call: from shared noise their first transitions are one model
+ * input, which the step computes once. Items with advantage 0 carry no policy gradient and are
+ * skipped unless the KL term needs them. */
 static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
     int G = c->group_size, batch = policy_batch(r->pol), n_items = 0;
-    for (int j = 0; j < G; j++) {
-        int b = g * G + j;
-        for (int k = 0; k < r->n_train; k++) {
-            int ch = r->chosen[b * r->trainable + k];
+    for (int ch = 0; ch < r->chunks.count; ch++) {
+        for (int j = 0; j < G; j++) {
+            int b = g * G + j, chosen = 0;
+            for (int k = 0; k < r->n_train; k++) chosen |= r->chosen[b * r->trainable + k] == ch;
+            if (!chosen) continue;
             r->ratio_of[b * r->trainable + ch] = NAN;
             float adv = advantage_of(r, b, ch);
             if (adv == 0.0f && c->kl_coef == 0) continue;
