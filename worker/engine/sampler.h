@@ -207,9 +207,9 @@ void sampler_set_late_model(Sampler *s, const Model *late, int from_step);
  * Samples n trajectories: tokens [n, T] (borrowed; ids in [0, V)), noise from rng (advanced as
  * described above), into tr (allocated for this n, steps and model). m and a are borrowed; a
  * must have the plan's batch size and is overwritten. Guidance runs a second forward per batch.
- * Trajectories whose input at a step repeats an earlier one's (the same x_i and prompt: every
- * member of a noise group at the first step) take its velocity instead of a model row of their
- * own, so a group of g sharing noise and prompt costs one row at that step, not g.
+ * A trajectory whose input at a step repeats the previous trajectory's (the same x_i and prompt:
+ * every member of a noise group at the first step) takes its velocity instead of a model row of
+ * its own, so a group of g sharing noise and prompt costs one row at that step, not g.
  * Returns 0, or -1 with a message when the arguments do not match the plan (batch, n, steps,
  * sizes) or a token id is out of range.
  */

@@ -5,9 +5,9 @@
  * The sampler loops over steps outside and model batches inside: each step's noise is drawn for
  * all n trajectories at once (so it is independent of the batch size), then every batch of at
  * most the Activations' size runs the model on x_i and takes its transitions. A trajectory whose
- * input repeats an earlier one's (the same x_i and prompt: every member of a group at the first
- * step when the group shares its initial noise) takes that one's velocity instead of a model row
- * of its own. Runs of consecutive rows are read in place; other batches are gathered into
+ * input repeats the previous trajectory's (the same x_i and prompt: every member of a group at
+ * the first step when the group shares its initial noise) takes its velocity instead of a model
+ * row of its own. Runs of consecutive rows are read in place; other batches are gathered into
  * scratch rows.
  */
 #include "sampler.h"
@@ -137,24 +137,24 @@ static int sampler_check(const Sampler *s, const Model *m, const Activations *a,
     return 0;
 }
 
-/* Fills s->src and s->uniq for the inputs x_i; returns the number of distinct inputs. Only
- * inputs with the same prompt are compared in full, and different noise differs in its first
- * values, so this costs little beside a model row. */
+/* Fills s->src and s->uniq for the inputs x_i; returns the number of distinct inputs. Groups
+ * that share noise are runs of consecutive trajectories, so trajectory k is compared with the
+ * source of trajectory k - 1 only: one comparison each, and different noise differs in its
+ * first values. */
 static int find_sources(Sampler *s, const float *xi, const int32_t *tokens)
 {
     size_t img = s->img, T = (size_t)s->mcfg.text_len;
     int U = 0;
     for (int k = 0; k < s->n; k++) {
-        s->src[k] = k;
-        for (int u = 0; u < U; u++) {
-            int j = s->uniq[u];
-            if (memcmp(tokens + (size_t)j * T, tokens + (size_t)k * T, T * sizeof *tokens) == 0 &&
-                memcmp(xi + (size_t)j * img, xi + (size_t)k * img, img * sizeof *xi) == 0) {
-                s->src[k] = j;
-                break;
-            }
+        int j = k > 0 ? s->src[k - 1] : -1;
+        if (j >= 0 &&
+            memcmp(tokens + (size_t)j * T, tokens + (size_t)k * T, T * sizeof *tokens) == 0 &&
+            memcmp(xi + (size_t)j * img, xi + (size_t)k * img, img * sizeof *xi) == 0) {
+            s->src[k] = j;
+        } else {
+            s->src[k] = k;
+            s->uniq[U++] = k;
         }
-        if (s->src[k] == k) s->uniq[U++] = k;
     }
     return U;
 }
