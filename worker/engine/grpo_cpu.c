@@ -2,12 +2,12 @@
  * grpo_cpu.c: the model-level GRPO / Chunk-GRPO micro-step on the CPU model (see grpo.h for the
  * contract; the chunk objective it applies is in grpo.c).
  *
- * The step packs every transition of its items into rows: row r holds (item row_item[r],
- * transition row_step[r]). Rows whose model input is the same (the same transition, prompt and
- * x_k, as the first transition of every trajectory of a group sampled from shared noise) share
- * one model row, row_model[r]: the forward runs each distinct input once, and since the model's
- * Jacobian is then the same for all of them, the backward runs once on the sum of their velocity
- * gradients (exact but for the order of float sums). Per-row work (the mean, the
+ * The step packs every transition of its items into rows: row r holds a transition of item
+ * row_item[r], computed by model row row_model[r]. Rows whose model input is the same (the same
+ * transition, prompt and x_k, as the first transition of every trajectory of a group sampled
+ * from shared noise) share one model row: the forward runs each distinct input once, and since the
+ * model's Jacobian is then the same for all of them, the backward runs once on the sum of their
+ * velocity gradients (exact but for the order of float sums). Per-row work (the mean, the
  * log-probability, the KL term, the velocity gradient) runs one row per OpenMP iteration with its
  * sums in a fixed order; per-item work (the chunk loss) runs serially in item order. So nothing
  * depends on the thread count. Guided, model rows [U, 2 U) repeat rows [0, U) with the all-PAD
@@ -33,6 +33,7 @@ struct GrpoWorkspace {
     float *t;        /* [B] sigma_k */
     int32_t *tokens; /* [B, T] */
     int *model_step; /* [B] transition index k */
+    SdeStep *coef;   /* [B] transition k's constants */
     float *v;        /* [B, img] policy velocity */
     float *v_ref;    /* [B, img] reference velocity, then reused for mu_ref */
     float *mu;       /* [B, img] policy mean */
@@ -43,10 +44,8 @@ struct GrpoWorkspace {
     float *logp_new; /* [B] */
     float *logp_old; /* [B] */
     float *dlogp;    /* [B] d loss / d logp_new */
-    SdeStep *coef;   /* [B] */
     int *row_item;   /* [B] */
-    int *row_step;   /* [B] transition index k */
-    int *row_model;  /* [B] the model row that computes it */
+    int *row_model;  /* [B] the model row that computes it (and so its transition) */
 };
 
 GrpoWorkspace *grpo_workspace_new(const ModelConfig *cfg, int batch)
@@ -72,12 +71,11 @@ GrpoWorkspace *grpo_workspace_new(const ModelConfig *cfg, int batch)
     ws->kl = malloc(B * sizeof *ws->kl);
     ws->coef = malloc(B * sizeof *ws->coef);
     ws->row_item = malloc(B * sizeof *ws->row_item);
-    ws->row_step = malloc(B * sizeof *ws->row_step);
     ws->row_model = malloc(B * sizeof *ws->row_model);
     ws->model_step = malloc(B * sizeof *ws->model_step);
     if (!ws->x || !ws->t || !ws->tokens || !ws->v || !ws->v_ref || !ws->mu || !ws->dv ||
         !ws->row_dv || !ws->logp_new || !ws->logp_old || !ws->dlogp || !ws->kl || !ws->coef ||
-        !ws->row_item || !ws->row_step || !ws->row_model || !ws->model_step) {
+        !ws->row_item || !ws->row_model || !ws->model_step) {
         grpo_workspace_free(ws);
         return NULL;
     }
@@ -101,7 +99,6 @@ void grpo_workspace_free(GrpoWorkspace *ws)
     free(ws->kl);
     free(ws->coef);
     free(ws->row_item);
-    free(ws->row_step);
     free(ws->row_model);
     free(ws->model_step);
     free(ws);
@@ -161,13 +158,21 @@ static int items_check(const GrpoWorkspace *ws, const Model *m, const Activation
 static int find_model_row(const GrpoWorkspace *ws, int urows, int k, const float *xk,
                           const int32_t *tok)
 {
-    const int T = ws->cfg.text_len;
+    const size_t T = (size_t)ws->cfg.text_len;
     for (int u = 0; u < urows; u++)
         if (ws->model_step[u] == k &&
-            memcmp(ws->tokens + (size_t)u * T, tok, (size_t)T * sizeof *tok) == 0 &&
-            memcmp(ws->x + (size_t)u * ws->img, xk, ws->img * sizeof *xk) == 0)
+            same_model_input(ws->x + (size_t)u * ws->img, ws->tokens + (size_t)u * T, xk, tok,
+                             ws->img, T))
             return u;
     return -1;
+}
+
+/* The recorded x_{k+1} that row r's transition reached. */
+static const float *next_x(const GrpoWorkspace *ws, const Trajectory *tr, const GrpoItem *items,
+                           int r)
+{
+    int k = ws->model_step[ws->row_model[r]];
+    return tr->x + ((size_t)(k + 1) * tr->n + items[ws->row_item[r]].traj) * ws->img;
 }
 
 int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model *ref,
@@ -193,15 +198,14 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
             if (u < 0) {
                 u = urows++;
                 ws->model_step[u] = k;
+                sde_step_coeffs(tr->sigmas, tr->steps, k, c->sde, c->eta, &ws->coef[u]);
                 memcpy(ws->x + (size_t)u * img, xk, img * sizeof *ws->x);
                 ws->t[u] = tr->sigmas[k];
                 memcpy(ws->tokens + (size_t)u * T, tok, (size_t)T * sizeof *ws->tokens);
             }
             ws->row_model[rows] = u;
             ws->row_item[rows] = i;
-            ws->row_step[rows] = k;
             ws->logp_old[rows] = tr->logp[(size_t)k * n + it->traj];
-            sde_step_coeffs(tr->sigmas, tr->steps, k, c->sde, c->eta, &ws->coef[rows]);
         }
     }
     /* guided: the same model rows again with the unconditional (all-PAD) prompt */
@@ -229,32 +233,30 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
     /* per model row: mu and the KL term (mu_ref overwrites v_ref) */
 #pragma omp parallel for schedule(static)
     for (int u = 0; u < urows; u++) {
-        SdeStep st;
-        sde_step_coeffs(tr->sigmas, tr->steps, ws->model_step[u], c->sde, c->eta, &st);
+        const SdeStep *st = &ws->coef[u];
         size_t off = (size_t)u * img;
         const float *xu = ws->x + off;
         float *mu = ws->mu + off;
-        sde_mean(&st, xu, ws->v + off, img, mu);
+        sde_mean(st, xu, ws->v + off, img, mu);
         ws->kl[u] = 0.0;
         if (use_kl) {
             float *mu_ref = ws->v_ref + off;
-            sde_mean(&st, xu, mu_ref, img, mu_ref);
+            sde_mean(st, xu, mu_ref, img, mu_ref);
             double sum = 0.0;
             for (size_t e = 0; e < img; e++) {
                 double d = (double)mu[e] - (double)mu_ref[e];
                 sum += d * d;
             }
-            double sd = st.std;
+            double sd = st->std;
             ws->kl[u] = sum / (double)img / (2.0 * sd * sd);
         }
     }
     /* per row: logp_new against the row's own recorded x_{k+1} */
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
-        const GrpoItem *it = &items[ws->row_item[r]];
-        const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
+        int u = ws->row_model[r];
         ws->logp_new[r] =
-            sde_logp(xn, ws->mu + (size_t)ws->row_model[r] * img, ws->coef[r].std, img);
+            sde_logp(next_x(ws, tr, items, r), ws->mu + (size_t)u * img, ws->coef[u].std, img);
     }
 
     /* per item: the chunk loss, in item order */
@@ -293,12 +295,13 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         float *dv = ws->row_dv + (size_t)r * img;
-        const SdeStep *st = &ws->coef[r];
+        int u = ws->row_model[r];
+        const SdeStep *st = &ws->coef[u];
         const GrpoItem *it = &items[ws->row_item[r]];
-        const float *xn = tr->x + ((size_t)(ws->row_step[r] + 1) * n + it->traj) * img;
-        size_t off = (size_t)ws->row_model[r] * img;
+        size_t off = (size_t)u * img;
         const float *mu = ws->mu + off;
-        sde_logp_grad_mu(xn, mu, st->std, img, scale * ws->dlogp[r] * st->cv, dv);
+        sde_logp_grad_mu(next_x(ws, tr, items, r), mu, st->std, img, scale * ws->dlogp[r] * st->cv,
+                         dv);
         if (use_kl) {
             /* d/dmu of kl_coef/size * mean((mu - mu_ref)^2) / (2 s^2) */
             float g = (float)((double)scale * c->kl_coef * st->cv /
@@ -311,15 +314,11 @@ int grpo_items_backward(GrpoWorkspace *ws, Model *m, Activations *a, const Model
 #pragma omp parallel for schedule(static)
     for (int u = 0; u < urows; u++) {
         float *dv = ws->dv + (size_t)u * img;
-        int first = 1;
+        memset(dv, 0, img * sizeof *dv);
         for (int r = 0; r < rows; r++) {
-            if (ws->row_model[r] != u) continue;
             const float *d = ws->row_dv + (size_t)r * img;
-            if (first)
-                memcpy(dv, d, img * sizeof *dv);
-            else
+            if (ws->row_model[r] == u)
                 for (size_t e = 0; e < img; e++) dv[e] += d[e];
-            first = 0;
         }
     }
     if (c->guidance) guidance_backward(ws->dv, c->cfg_scale, (size_t)urows * img);

@@ -234,6 +234,12 @@ void trajectory_free(Trajectory *t)
     free(t);
 }
 
+int same_model_input(const float *xa, const int32_t *ta, const float *xb, const int32_t *tb,
+                     size_t img, size_t text_len)
+{
+    return memcmp(ta, tb, text_len * sizeof *ta) == 0 && memcmp(xa, xb, img * sizeof *xa) == 0;
+}
+
 void trajectory_l1rel(const Trajectory *tr, int b, int count, float *curve)
 {
     for (int i = 0; i < count; i++) {

@@ -178,6 +178,11 @@ typedef struct {
 Trajectory *trajectory_new(const ModelConfig *cfg, int n, int steps);
 void trajectory_free(Trajectory *t);
 
+/* 1 when two model inputs are the same, bit for bit: the images x [img] and the prompts tokens
+ * [text_len] (the transition is the caller's to match); the model gives them one velocity. */
+int same_model_input(const float *xa, const int32_t *ta, const float *xb, const int32_t *tb,
+                     size_t img, size_t text_len);
+
 /* The relative L1 distance of the first `count` transitions of trajectory b (algorithm.md
  * section 5): curve[i] = mean|x_{i+1} - x_i| / mean|x_i| (0 where x_i is all zero), summed in
  * double. count <= tr->steps. */

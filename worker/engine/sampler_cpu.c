@@ -27,9 +27,8 @@ struct Sampler {
     float *t;          /* [B] this step's sigma for every row */
     float *xb;         /* [B, img] gathered inputs of a batch */
     int32_t *tokb;     /* [B, T] gathered prompts of a batch */
-    int *src;          /* [n] the trajectory whose velocity trajectory k takes at this step */
-    int *uniq;         /* [n] the trajectories that run the model (src[k] == k), ascending */
-    int *row;          /* [n] the batch row of each of them */
+    int *uniq;         /* [n] the trajectories whose input is new at this step, ascending */
+    int *src;          /* [n] the index in uniq of the input trajectory k repeats or is */
     int32_t *uncond;   /* [B, T] all PAD: the unconditional branch */
     float *v;          /* [B, img] (guided) velocity */
     float *vu;         /* [B, img] unconditional velocity (guidance only) */
@@ -68,11 +67,9 @@ Sampler *sampler_new(const ModelConfig *cfg, const SamplerConfig *sc, int n, int
     s->tokb = calloc((size_t)batch * T, sizeof *s->tokb);
     s->uncond = calloc((size_t)batch * T, sizeof *s->uncond); /* TOKEN_PAD == 0 */
     s->v = malloc(Bi * sizeof *s->v);
-    s->src = malloc((size_t)n * sizeof *s->src);
     s->uniq = malloc((size_t)n * sizeof *s->uniq);
-    s->row = malloc((size_t)n * sizeof *s->row);
-    if (!s->sigmas || !s->t || !s->xb || !s->tokb || !s->uncond || !s->v || !s->src || !s->uniq ||
-        !s->row)
+    s->src = malloc((size_t)n * sizeof *s->src);
+    if (!s->sigmas || !s->t || !s->xb || !s->tokb || !s->uncond || !s->v || !s->uniq || !s->src)
         goto oom;
     if (sc->guidance && !(s->vu = malloc(Bi * sizeof *s->vu))) goto oom;
     if (sc->kind == SAMPLER_SDE) {
@@ -97,9 +94,8 @@ void sampler_free(Sampler *s)
     free(s->tokb);
     free(s->uncond);
     free(s->v);
-    free(s->src);
     free(s->uniq);
-    free(s->row);
+    free(s->src);
     free(s->vu);
     free(s->mu);
     free(s->z);
@@ -137,24 +133,19 @@ static int sampler_check(const Sampler *s, const Model *m, const Activations *a,
     return 0;
 }
 
-/* Fills s->src and s->uniq for the inputs x_i; returns the number of distinct inputs. Groups
+/* Fills s->uniq and s->src for the inputs x_i; returns the number of distinct inputs. Groups
  * that share noise are runs of consecutive trajectories, so trajectory k is compared with the
- * source of trajectory k - 1 only: one comparison each, and different noise differs in its
- * first values. */
+ * last new input only: one comparison each. */
 static int find_sources(Sampler *s, const float *xi, const int32_t *tokens)
 {
     size_t img = s->img, T = (size_t)s->mcfg.text_len;
     int U = 0;
     for (int k = 0; k < s->n; k++) {
-        int j = k > 0 ? s->src[k - 1] : -1;
-        if (j >= 0 &&
-            memcmp(tokens + (size_t)j * T, tokens + (size_t)k * T, T * sizeof *tokens) == 0 &&
-            memcmp(xi + (size_t)j * img, xi + (size_t)k * img, img * sizeof *xi) == 0) {
-            s->src[k] = j;
-        } else {
-            s->src[k] = k;
+        int j = U ? s->uniq[U - 1] : -1;
+        if (j < 0 || !same_model_input(xi + (size_t)j * img, tokens + (size_t)j * T,
+                                       xi + (size_t)k * img, tokens + (size_t)k * T, img, T))
             s->uniq[U++] = k;
-        }
+        s->src[k] = U - 1;
     }
     return U;
 }
@@ -218,17 +209,14 @@ static void sampler_loop(Sampler *s, const Model *m, Activations *a, const int32
             const int *rows = s->uniq + u0;
             sampler_velocity(s, s->late && i >= s->late_from ? s->late : m, a, xi, tokens, rows,
                              nb);
-            for (int r = 0; r < nb; r++) {
-                s->row[rows[r]] = r;
-            }
-            /* the trajectories whose source ran in this batch (uniq is ascending), one per
-             * iteration: each log-probability is summed in a fixed order */
+            /* the trajectories whose input ran in this batch, one per iteration: each
+             * log-probability is summed in a fixed order */
 #pragma omp parallel for schedule(static)
             for (int k = 0; k < n; k++) {
-                int j = s->src[k];
-                if (j < rows[0] || j > rows[nb - 1]) continue;
+                int row = s->src[k] - u0;
+                if (row < 0 || row >= nb) continue;
                 size_t off = (size_t)k * img;
-                const float *vr = s->v + (size_t)s->row[j] * img;
+                const float *vr = s->v + (size_t)row * img;
                 if (i == N - 1) predict_x0(xi + off, vr, s->sigmas[i], img, tr->x0_hat + off);
                 if (c->kind == SAMPLER_ODE) {
                     ode_step(xi + off, vr, s->sigmas[i], s->sigmas[i + 1], img, xn + off);

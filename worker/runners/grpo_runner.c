@@ -261,6 +261,14 @@ static void add_item_stats(IterStats *st, int chunk, const GrpoItemStats *s)
     st->chunk_items[chunk]++;
 }
 
+/* 1 when chunk ch is among those chosen to train for trajectory b. */
+static int chunk_chosen(const Run *r, int b, int ch)
+{
+    for (int k = 0; k < r->n_train; k++)
+        if (r->chosen[b * r->trainable + k] == ch) return 1;
+    return 0;
+}
+
 /* Trains the chosen chunks of group g's trajectories and takes one AdamW step. Items are packed
  * into model calls of at most `batch` rows, chunk by chunk, so that the first chunks of the
  * group's trajectories share a call: from shared noise their first transitions are one model
@@ -272,9 +280,8 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
     int G = c->group_size, batch = policy_batch(r->pol), n_items = 0;
     for (int ch = 0; ch < r->chunks.count; ch++) {
         for (int j = 0; j < G; j++) {
-            int b = g * G + j, chosen = 0;
-            for (int k = 0; k < r->n_train; k++) chosen |= r->chosen[b * r->trainable + k] == ch;
-            if (!chosen) continue;
+            int b = g * G + j;
+            if (!chunk_chosen(r, b, ch)) continue;
             r->ratio_of[b * r->trainable + ch] = NAN;
             float adv = advantage_of(r, b, ch);
             if (adv == 0.0f && c->kl_coef == 0) continue;
