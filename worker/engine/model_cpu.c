@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acts_layout.h"
 #include "ops.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -87,7 +88,7 @@ void acts_set_batch(Activations *a, int B)
 }
 
 /* Points every buffer of a into base (when base is set) and returns the floats they need, so
- * one walk both sizes and lays out the arena. */
+ * one walk both sizes and lays out the arena (the model's buffers are acts_layout.h's list). */
 static size_t plan_arena(Activations *a, float *base)
 {
     const ModelConfig *c = &a->cfg;
@@ -103,54 +104,9 @@ static size_t plan_arena(Activations *a, float *base)
     size_t scratch = B * H * 2 * dh > att_scratch ? B * H * 2 * dh : att_scratch;
     size_t off = 0;
 #define TAKE(field, n) (field = base ? base + off : NULL, off += (n))
-    TAKE(a->patches, B * N * P);
-    TAKE(a->tfreq, B * MODEL_TIME_FREQ_DIM);
-    TAKE(a->t1, B * d);
-    TAKE(a->t1s, B * d);
-    TAKE(a->pooled_mean, B * d);
-    TAKE(a->c, B * d);
-    TAKE(a->sc, B * d);
-    for (int l = 0; l < c->depth; l++) {
-        BlockActs *k = &a->blocks[l];
-        TAKE(k->h_in, BSd);
-        TAKE(k->mod, 6 * d * B);
-        TAKE(k->ln1_mean, B * S);
-        TAKE(k->ln1_rstd, B * S);
-        TAKE(k->a, BSd);
-        TAKE(k->qkv, 3 * BSd);
-        TAKE(k->q_rstd, B * S * H);
-        TAKE(k->k_rstd, B * S * H);
-        TAKE(k->qh, BSd);
-        TAKE(k->kh, BSd);
-        TAKE(k->vh, BSd);
-        TAKE(k->att, B * H * S * S);
-        TAKE(k->attn, BSd);
-        TAKE(k->proj, BSd);
-        TAKE(k->h_mid, BSd);
-        TAKE(k->mlp_in, BSd);
-        TAKE(k->ln2_mean, B * S);
-        TAKE(k->ln2_rstd, B * S);
-        TAKE(k->fc1, B * S * F);
-        TAKE(k->gelu, B * S * F);
-        TAKE(k->fc2, BSd);
-    }
-    TAKE(a->h_last, BSd);
-    TAKE(a->fmod, 2 * B * d);
-    TAKE(a->lnf_mean, B * N);
-    TAKE(a->lnf_rstd, B * N);
-    TAKE(a->fin_in, B * N * d);
-    TAKE(a->out, B * N * P);
-    TAKE(a->d_out, B * N * P);
-    TAKE(a->d_h, BSd);
-    TAKE(a->d_x, BSd);
-    TAKE(a->d_big, B * S * big);
-    TAKE(a->d_qh, BSd);
-    TAKE(a->d_kh, BSd);
-    TAKE(a->d_vh, BSd);
-    TAKE(a->d_mod, 6 * B * d);
-    TAKE(a->d_sc, B * d);
-    TAKE(a->d_c, B * d);
-    TAKE(a->d_vec, B * d);
+    ACTS_TAKE_CONDITIONING(TAKE, a);
+    for (int l = 0; l < c->depth; l++) ACTS_TAKE_BLOCK(TAKE, &a->blocks[l]);
+    ACTS_TAKE_FINAL_AND_GRADIENTS(TAKE, a);
     TAKE(a->scratch, scratch);
 #undef TAKE
     return off;

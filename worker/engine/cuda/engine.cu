@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acts_layout.h"
 #include "engine_internal.cuh"
 #include "errbuf.h"
 #include "kernels.cuh"
@@ -122,7 +123,8 @@ static void rebase_views(ParamTensors *out, const ParamTensors *in, float *db, c
 }
 #undef REBASE
 
-/* Lays out (base set) or sizes (base NULL) the float buffers of the activations. */
+/* Lays out (base set) or sizes (base NULL) the float buffers of the activations: acts_layout.h's
+ * list, then the attention's head-layout buffers. */
 static size_t plan_dev_arena(DevActs *a, const ModelConfig *c, size_t B, float *base)
 {
     size_t d = c->dim, F = cfg_mlp_dim(c), N = cfg_img_tokens(c), P = cfg_patch_dim(c);
@@ -131,54 +133,9 @@ static size_t plan_dev_arena(DevActs *a, const ModelConfig *c, size_t B, float *
     size_t off = 0;
     /* 64-float alignment (256 bytes) for every buffer: cuBLAS and vector loads like it */
 #define TAKE(field, n) (field = base ? base + off : NULL, off += ((n) + 63) / 64 * 64)
-    TAKE(a->patches, B * N * P);
-    TAKE(a->tfreq, B * MODEL_TIME_FREQ_DIM);
-    TAKE(a->t1, B * d);
-    TAKE(a->t1s, B * d);
-    TAKE(a->pooled_mean, B * d);
-    TAKE(a->c, B * d);
-    TAKE(a->sc, B * d);
-    for (int l = 0; l < c->depth; l++) {
-        DevBlockActs *k = &a->blocks[l];
-        TAKE(k->h_in, BSd);
-        TAKE(k->mod, 6 * d * B);
-        TAKE(k->ln1_mean, B * S);
-        TAKE(k->ln1_rstd, B * S);
-        TAKE(k->a, BSd);
-        TAKE(k->qkv, 3 * BSd);
-        TAKE(k->q_rstd, B * S * H);
-        TAKE(k->k_rstd, B * S * H);
-        TAKE(k->qh, BSd);
-        TAKE(k->kh, BSd);
-        TAKE(k->vh, BSd);
-        TAKE(k->att, B * H * S * S);
-        TAKE(k->attn, BSd);
-        TAKE(k->proj, BSd);
-        TAKE(k->h_mid, BSd);
-        TAKE(k->mlp_in, BSd);
-        TAKE(k->ln2_mean, B * S);
-        TAKE(k->ln2_rstd, B * S);
-        TAKE(k->fc1, B * S * F);
-        TAKE(k->gelu, B * S * F);
-        TAKE(k->fc2, BSd);
-    }
-    TAKE(a->h_last, BSd);
-    TAKE(a->fmod, 2 * B * d);
-    TAKE(a->lnf_mean, B * N);
-    TAKE(a->lnf_rstd, B * N);
-    TAKE(a->fin_in, B * N * d);
-    TAKE(a->out, B * N * P);
-    TAKE(a->d_out, B * N * P);
-    TAKE(a->d_h, BSd);
-    TAKE(a->d_x, BSd);
-    TAKE(a->d_big, B * S * big);
-    TAKE(a->d_qh, BSd);
-    TAKE(a->d_kh, BSd);
-    TAKE(a->d_vh, BSd);
-    TAKE(a->d_mod, 6 * B * d);
-    TAKE(a->d_sc, B * d);
-    TAKE(a->d_c, B * d);
-    TAKE(a->d_vec, B * d);
+    ACTS_TAKE_CONDITIONING(TAKE, a);
+    for (int l = 0; l < c->depth; l++) ACTS_TAKE_BLOCK(TAKE, &a->blocks[l]);
+    ACTS_TAKE_FINAL_AND_GRADIENTS(TAKE, a);
     TAKE(a->heads, BSd);
     TAKE(a->d_att, B * H * S * S);
     TAKE(a->scratch, k_qkv_heads_backward_scratch((int)B, (int)S, (int)H, (int)dh));
