@@ -179,16 +179,14 @@ static void block_forward(const BlockTensors *w, BlockActs *k, float *h_out, con
                       H, dh);
     attention_forward(k->attn, k->att, k->qh, k->kh, k->vh, key_mask, B, S, H, dh);
     linear_forward(k->proj, k->attn, w->proj_w, w->proj_b, rows, d, d);
-    memcpy(k->h_mid, k->h_in, (size_t)rows * d * sizeof(float));
-    gate_residual_forward(k->h_mid, k->proj, gate_a, m6, B, S, d);
+    gate_residual_forward(k->h_mid, k->h_in, k->proj, gate_a, m6, B, S, d);
 
     layernorm_modulate_forward(k->mlp_in, k->ln2_mean, k->ln2_rstd, k->h_mid, shift_m, scale_m, m6,
                                B, S, d);
     linear_forward(k->fc1, k->mlp_in, w->fc1_w, w->fc1_b, rows, d, F);
     gelu_forward(k->gelu, k->fc1, (size_t)rows * F);
     linear_forward(k->fc2, k->gelu, w->fc2_w, w->fc2_b, rows, F, d);
-    memcpy(h_out, k->h_mid, (size_t)rows * d * sizeof(float));
-    gate_residual_forward(h_out, k->fc2, gate_m, m6, B, S, d);
+    gate_residual_forward(h_out, k->h_mid, k->fc2, gate_m, m6, B, S, d);
 }
 
 void model_forward(const Model *m, Activations *a, const float *x, const float *t,

@@ -10,6 +10,11 @@
 
 #define NORM_EPS 1e-6f
 
+/* Sums along a row (norm statistics, softmax) carry `omp simd reduction`: without it GCC adds a
+ * float sum one element after another, a chain of dependent adds that made the norms a tenth of
+ * a sampling pass. The lanes' order is fixed by the code, not by the thread count, so results
+ * stay the same for any number of threads. */
+
 /* e^x in float, written so that GCC vectorizes loops over it (libm's expf is a scalar call):
  * x = k ln2 + r with |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (truncation error
  * r^7/7! < 1.3e-7 relative), 2^k by building the exponent bits. Below -87 it returns 0 (true
@@ -123,9 +128,11 @@ void layernorm_modulate_forward(float *out, float *mean, float *rstd, const floa
         int b = r / rows_per_sample;
         const float *sh = shift + (size_t)b * mod_stride, *sc = scale + (size_t)b * mod_stride;
         float m = 0.0f;
+#pragma omp simd reduction(+ : m)
         for (int i = 0; i < C; i++) m += x[i];
         m /= C;
         float var = 0.0f;
+#pragma omp simd reduction(+ : var)
         for (int i = 0; i < C; i++) var += (x[i] - m) * (x[i] - m);
         float rs = 1.0f / sqrtf(var / C + NORM_EPS);
         float *y = out + (size_t)r * C;
@@ -151,6 +158,7 @@ void layernorm_modulate_backward(float *din, float *dshift, float *dscale, int m
             float *dx = din + r * C;
             float m = mean[r], rs = rstd[r];
             float sum_dxh = 0.0f, sum_dxh_xh = 0.0f;
+#pragma omp simd reduction(+ : sum_dxh, sum_dxh_xh)
             for (int i = 0; i < C; i++) {
                 float xh = (x[i] - m) * rs;
                 float dxh = dy[i] * (1.0f + sc[i]);
@@ -169,16 +177,16 @@ void layernorm_modulate_backward(float *din, float *dshift, float *dscale, int m
     }
 }
 
-void gate_residual_forward(float *h, const float *x, const float *gate, int mod_stride, int B,
-                           int rows_per_sample, int C)
+void gate_residual_forward(float *h_out, const float *h_in, const float *x, const float *gate,
+                           int mod_stride, int B, int rows_per_sample, int C)
 {
     int rows = B * rows_per_sample;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *g = gate + (size_t)(r / rows_per_sample) * mod_stride;
-        float *hr = h + (size_t)r * C;
-        const float *xr = x + (size_t)r * C;
-        for (int i = 0; i < C; i++) hr[i] += g[i] * xr[i];
+        const float *hr = h_in + (size_t)r * C, *xr = x + (size_t)r * C;
+        float *yr = h_out + (size_t)r * C;
+        for (int i = 0; i < C; i++) yr[i] = hr[i] + g[i] * xr[i];
     }
 }
 
@@ -212,6 +220,7 @@ void qkv_heads_forward(float *qh, float *kh, float *vh, float *q_rstd, float *k_
                 size_t o = (((size_t)b * H + h) * S + s) * dh;
                 const float *q = row + h * dh, *k = row + d + h * dh, *v = row + 2 * d + h * dh;
                 float sq = 0.0f, sk = 0.0f;
+#pragma omp simd reduction(+ : sq, sk)
                 for (int i = 0; i < dh; i++) sq += q[i] * q[i], sk += k[i] * k[i];
                 float rq = 1.0f / sqrtf(sq / dh + NORM_EPS), rk = 1.0f / sqrtf(sk / dh + NORM_EPS);
                 for (int i = 0; i < dh; i++) {
@@ -232,6 +241,7 @@ static inline void rms_backward_one(float *dx, float *dw, const float *dy, const
                                     const float *w, int n)
 {
     float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
     for (int i = 0; i < n; i++) {
         float xh = x[i] * r;
         dot += dy[i] * w[i] * xh;
@@ -292,10 +302,9 @@ void attention_forward(float *out, float *att, const float *qh, const float *kh,
             for (int i = 0; i < S; i++) {
                 float *p = P + (size_t)i * S;
                 float mx = -INFINITY;
-                for (int j = 0; j < S; j++) {
-                    p[j] = mask[j] ? p[j] : -INFINITY;
-                    mx = p[j] > mx ? p[j] : mx;
-                }
+                for (int j = 0; j < S; j++) p[j] = mask[j] ? p[j] : -INFINITY;
+#pragma omp simd reduction(max : mx)
+                for (int j = 0; j < S; j++) mx = p[j] > mx ? p[j] : mx;
                 float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
                 for (int j = 0; j < S; j++) {

@@ -41,9 +41,9 @@ void layernorm_modulate_backward(float *din, float *dshift, float *dscale, int m
                                  const float *rstd, const float *scale, int B, int rows_per_sample,
                                  int C);
 
-/* h[r] += gate[b] * x[r] (gate stride mod_stride). */
-void gate_residual_forward(float *h, const float *x, const float *gate, int mod_stride, int B,
-                           int rows_per_sample, int C);
+/* h_out[r] = h_in[r] + gate[b] * x[r] (gate stride mod_stride); h_out may be h_in. */
+void gate_residual_forward(float *h_out, const float *h_in, const float *x, const float *gate,
+                           int mod_stride, int B, int rows_per_sample, int C);
 /* Given dh: dx = dh * gate (written), dgate[b] += sum_r dh[r] x[r]. */
 void gate_residual_backward(float *dx, float *dgate, int mod_stride, const float *dh,
                             const float *x, const float *gate, int B, int rows_per_sample, int C);
