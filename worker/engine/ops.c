@@ -1,5 +1,10 @@
 /*
  * ops.c: CPU kernels of the model. See ops.h for the contracts.
+ *
+ * Sums and maxima along a row (norm statistics, softmax) carry `omp simd reduction`: without it
+ * GCC takes them one element after another, a chain of dependent operations that made the norms a
+ * tenth of a sampling pass. The lanes' order is fixed by the code, not by the thread count, so
+ * results stay the same for any number of threads.
  */
 #include "ops.h"
 
@@ -9,11 +14,6 @@
 #include <string.h>
 
 #define NORM_EPS 1e-6f
-
-/* Sums along a row (norm statistics, softmax) carry `omp simd reduction`: without it GCC adds a
- * float sum one element after another, a chain of dependent adds that made the norms a tenth of
- * a sampling pass. The lanes' order is fixed by the code, not by the thread count, so results
- * stay the same for any number of threads. */
 
 /* e^x in float, written so that GCC vectorizes loops over it (libm's expf is a scalar call):
  * x = k ln2 + r with |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (truncation error
