@@ -216,6 +216,11 @@ const ConfigField grpo_fields[] = {
      "iteration: one AdamW step over all groups of an iteration; group: one step per group of G "
      "trajectories (the paper's, for a 12B model): here per-group steps moved the model as much "
      "with the advantages' signs flipped, i.e. by noise alone, and lowered held-out align"},
+    F(epochs, CONFIG_INT, 1, EXPERIMENT_MAX_EPOCHS, "1",
+      "passes over an iteration's rollouts, each taking the optimizer step(s) above, with the "
+      "chunks to train drawn afresh (PPO's epochs, Flow-GRPO's num_inner_epochs). The first pass "
+      "is on policy (every ratio 1); later passes weigh each chunk by its ratio to the rollout's "
+      "policy, and clip_eps binds there. Each pass costs one optimisation phase"),
     F(kl_coef, CONFIG_FLOAT, 0, 1e6, "0",
       "weight of the KL to the frozen base model (Flow-GRPO style); 0 = off (paper)"),
     F(ema_decay, CONFIG_FLOAT, 0, 0.999999, "0",

@@ -63,6 +63,8 @@ typedef struct {
     char precision[CONFIG_STRING_MAX];
 } EvalConfig;
 
+#define EXPERIMENT_MAX_EPOCHS 16 /* grpo's passes over one iteration's rollouts */
+
 /* kind "grpo": RL fine-tuning by GRPO or Chunk-GRPO (worker/runners/grpo_runner.h). */
 typedef struct {
     char model[CONFIG_STRING_MAX];
@@ -81,6 +83,7 @@ typedef struct {
     char lr_schedule[CONFIG_STRING_MAX];
     double min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip;
     char optimizer_step[CONFIG_STRING_MAX];
+    int epochs;
     double kl_coef, ema_decay;
     ConfigWeights rewards;           /* by experiment_reward_names */
     ConfigWeightsList chunk_rewards; /* [] or one per chunk */

@@ -47,6 +47,35 @@ import json, sys
 a, b = (json.loads(open('$TMP/onpolicy-%s/metrics.jsonl' % n).readlines()[1]) for n in ('step', 'one'))
 sys.exit(0 if abs(a['grad_norm'] - b['grad_norm']) <= 1e-5 * a['grad_norm'] and a['chunks'] != b['chunks'] else 1)"
 
+# epochs: later passes over an iteration's rollouts are off policy, so their ratios move and the
+# clip binds there; the first pass is on policy (every ratio 1, nothing clipped)
+config "$TMP/ep.json" 2 '"chunks": "2,3", "train_fraction": 0.5, "epochs": 3'
+sed -i 's/"clip_eps": 1e-2/"clip_eps": 1e-4/' "$TMP/ep.json"
+run "$TMP/ep.json" --out "$TMP/ep"
+check "a run with three passes per iteration succeeds" [ "$rc" -eq 0 ]
+check "  it logs the clip fraction of each pass: none in the first, some in the later ones" [ "$($PYTHON - "$TMP/ep/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]).readlines()[1:]]
+ok = all(len(r['clip_fraction_by_epoch']) == 3 and r['clip_fraction_by_epoch'][0] == 0 and
+         r['clip_fraction_by_epoch'][1] > 0 and r['clip_fraction_by_epoch'][2] > 0 and
+         max(abs(r['ratio_min'] - 1), abs(r['ratio_max'] - 1)) > 1e-4 for r in rows)
+print(ok)
+PY
+)" = True ]
+config "$TMP/ep1.json" 2 '"chunks": "2,3", "train_fraction": 0.5'
+sed -i 's/"clip_eps": 1e-2/"clip_eps": 1e-4/' "$TMP/ep1.json"
+run "$TMP/ep1.json" --out "$TMP/ep1"
+check "  one pass never clips, and its rollouts are the three-pass run's first" [ "$($PYTHON - "$TMP/ep1/metrics.jsonl" "$TMP/ep/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(f).readlines()[1:]] for f in sys.argv[1:])
+print(all(r['clip_fraction_by_epoch'] == [0] and r['ratio_min'] > 1 - 1e-5 for r in a) and
+      a[0]['reward_mean'] == b[0]['reward_mean'] and a[1]['reward_mean'] != b[1]['reward_mean'])
+PY
+)" = True ]
+config "$TMP/bad.json" 2 '"epochs": 17'
+run "$TMP/bad.json" --out "$TMP/bad-ep"
+check "an epochs above 16 is named" grep -qF 'config.epochs' "$TMP/stderr"
+
 config "$TMP/bad.json" 2 '"chunks": "2,2"'
 run "$TMP/bad.json" --out "$TMP/bad"
 check "chunk sizes that do not sum to the trainable steps are named" grep -qF 'config.chunks' "$TMP/stderr"
@@ -112,8 +141,9 @@ run "$TMP/profile.json" --out "$TMP/profile2"
 check "profile names a chunk count above the trainable steps" grep -qF 'config.chunk_count' "$TMP/stderr"
 
 ITERS=8
-# the resume runs keep an EMA of the weights and a cosine lr: both must resume exactly as well
-config "$TMP/a.json" $ITERS '"chunks": "2,3", "ema_decay": 0.9, "lr_schedule": "cosine"'
+# the resume runs keep an EMA of the weights, a cosine lr and two passes per iteration (which
+# draw chunks from the run's random stream twice): all must resume exactly as well
+config "$TMP/a.json" $ITERS '"chunks": "2,3", "ema_decay": 0.9, "lr_schedule": "cosine", "epochs": 2'
 run "$TMP/a.json" --out "$TMP/a"
 check "uninterrupted run succeeds" [ "$rc" -eq 0 ]
 check "the cosine lr runs from lr to lr * min_lr_ratio" [ "$(field "$TMP/a/metrics.jsonl" 1 "['lr']")/$(field "$TMP/a/metrics.jsonl" $ITERS "['lr']")" = "0.001/0.0001" ]

@@ -225,6 +225,7 @@ typedef struct {
     double chunk_ratio_sum[GRPO_MAX_CHUNKS], chunk_ratio_min[GRPO_MAX_CHUNKS],
         chunk_ratio_max[GRPO_MAX_CHUNKS];
     int chunk_items[GRPO_MAX_CHUNKS];
+    int epoch_items[EXPERIMENT_MAX_EPOCHS], epoch_clipped[EXPERIMENT_MAX_EPOCHS];
 } IterStats;
 
 /* The advantage of trajectory b's chunk ch: from the chunk's own reward when the config gives
@@ -392,23 +393,29 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
     mean_std(adv, (size_t)n * sources, 1, &st->adv_mean, &st->adv_std);
     for (int i = 0; i < n * sources; i++) st->adv_abs_max = fmax(st->adv_abs_max, fabsf(adv[i]));
 
-    /* chunks to train, per trajectory, among the first r->pool: uniform, or weighted by its own
-     * dynamics */
-    for (int b = 0; b < n; b++) {
-        float *curve = r->curve + (size_t)b * r->trainable;
-        float *w = NULL;
-        if (c->weighted_sampling) {
+    if (c->weighted_sampling)
+        for (int b = 0; b < n; b++) {
+            float *curve = r->curve + (size_t)b * r->trainable;
             trajectory_l1rel(r->tr, b, r->trainable, curve);
-            w = r->weights + (size_t)b * r->trainable;
-            chunk_weights_from_curve(&r->chunks, curve, w);
+            chunk_weights_from_curve(&r->chunks, curve, r->weights + (size_t)b * r->trainable);
         }
-        if (chunk_select(r->pool, r->n_train, w, &r->rng, r->chosen + (size_t)b * r->trainable)) {
-            snprintf(err, errlen, "chunk selection failed for trajectory %d", b);
-            return -1;
+    for (int epoch = 0; epoch < c->epochs; epoch++) {
+        /* chunks to train, per trajectory and pass, among the first r->pool: uniform, or
+         * weighted by the trajectory's own dynamics */
+        for (int b = 0; b < n; b++) {
+            const float *w = c->weighted_sampling ? r->weights + (size_t)b * r->trainable : NULL;
+            if (chunk_select(r->pool, r->n_train, w, &r->rng,
+                             r->chosen + (size_t)b * r->trainable)) {
+                snprintf(err, errlen, "chunk selection failed for trajectory %d", b);
+                return -1;
+            }
         }
+        int items_before = st->items, clipped_before = st->clipped;
+        for (int g = 0; g < P; g++)
+            if (train_group(r, g, st, err, errlen)) return -1;
+        st->epoch_items[epoch] = st->items - items_before;
+        st->epoch_clipped[epoch] = st->clipped - clipped_before;
     }
-    for (int g = 0; g < P; g++)
-        if (train_group(r, g, st, err, errlen)) return -1;
     double t3 = omp_get_wtime();
     st->t_sample = t1 - t0, st->t_reward = t2 - t1, st->t_opt = t3 - t2;
     return 0;
@@ -463,7 +470,15 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st, 
     json_object_set_new(o, "chunks", chunk_sizes_json(&r->chunks));
     json_object_set_new(o, "approx_kl", json_real(st->k3_sum / items));
     json_object_set_new(o, "kl_ref", json_real(st->kl_sum / items));
-    int opt_steps = strcmp(c->optimizer_step, "iteration") == 0 ? 1 : c->prompts_per_iter;
+    json_t *by_epoch = json_array();
+    for (int e = 0; e < c->epochs; e++)
+        json_array_append_new(by_epoch,
+                              json_real(st->epoch_items[e]
+                                            ? (double)st->epoch_clipped[e] / st->epoch_items[e]
+                                            : 0.0));
+    json_object_set_new(o, "clip_fraction_by_epoch", by_epoch);
+    int opt_steps =
+        c->epochs * (strcmp(c->optimizer_step, "iteration") == 0 ? 1 : c->prompts_per_iter);
     json_object_set_new(o, "grad_norm", json_real(st->grad_norm_sum / opt_steps));
     json_object_set_new(o, "lr", json_real(r->opt.cfg.lr));
     json_object_set_new(o, "sec_sampling", json_real(st->t_sample));
