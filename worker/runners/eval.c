@@ -160,8 +160,9 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     int32_t *tokens = malloc((size_t)(n_max ? n_max : 1) * T * sizeof *tokens);
     const char **prompt_of = malloc((size_t)(n_max ? n_max : 1) * sizeof *prompt_of);
     AlignResult *res = malloc((size_t)(n_max ? n_max : 1) * sizeof *res);
+    double *best = malloc((size_t)(np ? np : 1) * sizeof *best); /* [np] over the ODE seeds */
     Trajectory *tr = NULL;
-    if (!log || !tokens || !prompt_of || !res) {
+    if (!log || !tokens || !prompt_of || !res || !best) {
         snprintf(err, errlen, "%s: cannot write, or out of memory", path);
         goto done;
     }
@@ -182,6 +183,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         sc.kind = SAMPLER_ODE;
         KindMeans kinds = {0};
         double sum = 0;
+        for (int i = 0; i < np; i++) best[i] = -INFINITY;
         for (int k = 0; k < c->ode_seeds; k++) {
             for (int i = 0; i < np; i++) {
                 tokenize(vocab, prompts[i], T, tokens + i * T);
@@ -193,6 +195,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                 goto done;
             for (int i = 0; i < np; i++) {
                 sum += res[i].score;
+                best[i] = fmax(best[i], res[i].score);
                 kind_add(&kinds, &res[i]);
                 log_sample(log, "ode", prompts[i], k, &res[i]);
             }
@@ -208,6 +211,11 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         }
         json_t *o = json_object();
         json_object_set_new(o, "align_mean", json_real(sum / n_ode));
+        /* the mean over prompts of each prompt's best seed: what the model already draws for a
+         * prompt in one of `seeds` tries, the headroom that RL concentrates the samples on */
+        double best_sum = 0;
+        for (int i = 0; i < np; i++) best_sum += best[i];
+        json_object_set_new(o, "best_of_seeds_mean", json_real(best_sum / np));
         json_object_set_new(o, "samples", json_integer(n_ode));
         json_object_set_new(o, "seeds", json_integer(c->ode_seeds));
         json_object_set_new(o, "noise_seed", json_integer((json_int_t)c->seed));
@@ -275,6 +283,7 @@ done:
     free(tokens);
     free(prompt_of);
     free(res);
+    free(best);
     return rc;
 }
 
