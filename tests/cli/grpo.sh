@@ -34,6 +34,16 @@ for spec in 'grpo:' 'chunk_grpo:"2,3"' 'chunk_grpo:"uniform:2"' 'chunk_grpo:"aut
     check "$name: group views and evaluations written" [ -s "$dir/groups/iter-0000004.png" -a -s "$dir/groups/iter-0000004.json" -a -s "$dir/eval/iter-0000004/eval.json" ]
     check "$name: metrics carry the per-chunk ratios" [ "$(field "$dir/metrics.jsonl" 1 "['chunk_ratio'].__len__()")" -ge 2 ]
 done
+check "evaluations log the mean and each prompt's best seed, as their eval.json says" [ "$($PYTHON - "$TMP/run-grpo-" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
+ode = json.load(open(sys.argv[1] + '/eval/iter-0000004/eval.json'))['ode']
+evals = [r for r in rows if 'eval_align' in r]
+print([r['iteration'] for r in evals] == [0, 2, 4] and
+      all(r['eval_best_of_seeds'] >= r['eval_align'] for r in evals) and
+      abs(evals[-1]['eval_best_of_seeds'] - ode['best_of_seeds_mean']) < 1e-6)
+PY
+)" = True ]
 check "step level trains every transition as its own chunk" [ "$(field "$TMP/run-grpo-/metrics.jsonl" 1 "['chunks']")" = "[1, 1, 1, 1, 1]" ]
 # On policy (every ratio 1) a chunk's gradient is A times the mean of its steps' log-prob
 # gradients, so one chunk over every step is step level with each step weighted 1/5: the first

@@ -228,6 +228,12 @@ typedef struct {
     int epoch_items[EXPERIMENT_MAX_EPOCHS], epoch_clipped[EXPERIMENT_MAX_EPOCHS];
 } IterStats;
 
+/* What a held-out evaluation reports into the metrics: the mean and the best-of-seeds mean of
+ * the ODE pass (NAN when the evaluation failed). */
+typedef struct {
+    double align, best_of_seeds;
+} EvalScores;
+
 /* The advantage of trajectory b's chunk ch: from the chunk's own reward when the config gives
  * per-chunk rewards, else from config.rewards. */
 static float advantage_of(const Run *r, int b, int ch)
@@ -428,7 +434,14 @@ static json_t *chunk_sizes_json(const Chunking *ch)
     return a;
 }
 
-static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st, double eval_align)
+static void set_eval_scores(json_t *o, EvalScores e)
+{
+    json_object_set_new(o, "eval_align", json_real(e.align));
+    json_object_set_new(o, "eval_best_of_seeds", json_real(e.best_of_seeds));
+}
+
+static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
+                          const EvalScores *eval)
 {
     const GrpoRunConfig *c = r->c;
     json_t *o = json_object();
@@ -486,7 +499,7 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st, 
     json_object_set_new(o, "sec_optimize", json_real(st->t_opt));
     double total = st->t_sample + st->t_reward + st->t_opt;
     json_object_set_new(o, "images_per_sec", json_real(total > 0 ? r->n / total : 0));
-    if (!isnan(eval_align)) json_object_set_new(o, "eval_align", json_real(eval_align));
+    if (eval) set_eval_scores(o, *eval);
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
     fprintf(f, "%s\n", line);
     fflush(f);
@@ -559,7 +572,7 @@ static void swap_ema(Run *r)
 }
 
 /* Held-out ODE evaluation of the current policy into eval/iter-NNNNNNN; returns its mean. */
-static double evaluate(Run *r, const char *out, int iter, char *err, size_t errlen)
+static EvalScores evaluate(Run *r, const char *out, int iter, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
     EvalConfig ec;
@@ -582,17 +595,20 @@ static double evaluate(Run *r, const char *out, int iter, char *err, size_t errl
     char dir[PATH_BUF + 64];
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
     json_t *report = json_object();
-    double mean = NAN;
+    EvalScores scores = {NAN, NAN};
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
                  c->ema_decay);
         swap_ema(r);
     }
-    if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, dir, report, err, errlen) == 0)
-        mean = json_real_value(json_object_get(json_object_get(report, "ode"), "align_mean"));
+    if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, dir, report, err, errlen) == 0) {
+        json_t *ode = json_object_get(report, "ode");
+        scores.align = json_real_value(json_object_get(ode, "align_mean"));
+        scores.best_of_seeds = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
+    }
     if (r->ema) swap_ema(r);
     json_decref(report);
-    return mean;
+    return scores;
 }
 
 /* DIR/NAME: the EMA weights as a checkpoint of the same model. */
@@ -714,11 +730,11 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
     set_training_pool(&r);
     if (!(metrics = metrics_open(out, "iteration", resume, start, err, errlen))) goto done;
     if (start == 0 && c->eval_every > 0) {
-        double base = evaluate(&r, out, 0, err, errlen);
-        if (isnan(base)) goto done;
+        EvalScores base = evaluate(&r, out, 0, err, errlen);
+        if (isnan(base.align)) goto done;
         json_t *o = json_object();
         json_object_set_new(o, "iteration", json_integer(0));
-        json_object_set_new(o, "eval_align", json_real(base));
+        set_eval_scores(o, base);
         json_object_set_new(o, "chunks", chunk_sizes_json(&r.chunks));
         char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
         fprintf(metrics, "%s\n", line);
@@ -736,12 +752,14 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         IterStats st;
         if (iteration(&r, &st, err, errlen)) goto done;
         int done_iters = it + 1;
-        double eval_align = NAN;
-        if ((c->eval_every > 0 && done_iters % c->eval_every == 0) || done_iters == c->iterations) {
-            eval_align = evaluate(&r, out, done_iters, err, errlen);
-            if (isnan(eval_align)) goto done;
+        EvalScores eval;
+        int evaluating =
+            (c->eval_every > 0 && done_iters % c->eval_every == 0) || done_iters == c->iterations;
+        if (evaluating) {
+            eval = evaluate(&r, out, done_iters, err, errlen);
+            if (isnan(eval.align)) goto done;
         }
-        write_metrics(metrics, &r, done_iters, &st, eval_align);
+        write_metrics(metrics, &r, done_iters, &st, evaluating ? &eval : NULL);
         if (write_group_view(&r, out, done_iters, err, errlen)) goto done;
         if (progress)
             progress(progress_ctx, done_iters, c->iterations, st.reward_mean, r.opt.cfg.lr,
