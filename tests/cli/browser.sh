@@ -17,7 +17,9 @@ done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/browser.XXXXXX") || exit 1
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
 
-start_server "$TMP/data" --web web/dist || { fail "server starts" "see above"; summary browser; exit 1; }
+# the seeded experiments stay leased to the test worker however long the page checks take on a
+# loaded machine (with the default 30 s the server puts them back in the queue mid-test)
+start_server "$TMP/data" --web web/dist --lease-seconds 3600 || { fail "server starts" "see above"; summary browser; exit 1; }
 api POST /api/v1/tokens '{"name": "browser-worker", "role": "worker"}'
 WTOKEN=$(jget "j['token']")
 TOKEN=$WTOKEN api POST /api/v1/workers/register '{"name": "browser-w1", "backend": "cpu", "device": "test cpu", "memory_mb": 2048, "threads": 4, "version": "t"}'
