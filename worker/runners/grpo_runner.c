@@ -571,7 +571,7 @@ static void swap_ema(Run *r)
     policy_push(r->pol, NULL);
 }
 
-/* Held-out ODE evaluation of the current policy into eval/iter-NNNNNNN; returns its mean. */
+/* Held-out ODE evaluation of the current policy into eval/iter-NNNNNNN; returns its scores. */
 static EvalScores evaluate(Run *r, const char *out, int iter, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
