@@ -249,6 +249,11 @@ const ConfigField grpo_fields[] = {
       "noise seed of the held-out evaluations (the eval kind's seed): the same noise at every "
       "evaluation of a run. Report a result on a seed other than the one its settings were "
       "chosen on"),
+    F(eval_train_prompts, CONFIG_INT, 0, 100000, "0",
+      "at each evaluation also score N of the run's training prompts, evenly spaced through its "
+      "list (all, when it has fewer), with the same ODE settings (eval/iter-N/train/, "
+      "eval_train_align in the metrics): its gap to the held-out figure is how much of what RL "
+      "learns carries over to unseen prompts. 0 = off"),
     F(eval_steps, CONFIG_INT, 0, EXPERIMENT_MAX_STEPS, "0",
       "ODE steps of the held-out evaluations; 0 = steps. Rollouts with fewer steps than the "
       "evaluation are Flow-GRPO's denoising reduction: cheaper iterations, the same evaluation"),

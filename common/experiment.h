@@ -87,7 +87,7 @@ typedef struct {
     double kl_coef, ema_decay;
     ConfigWeights rewards;           /* by experiment_reward_names */
     ConfigWeightsList chunk_rewards; /* [] or one per chunk */
-    int eval_every, eval_prompts, eval_seeds, eval_steps;
+    int eval_every, eval_prompts, eval_seeds, eval_steps, eval_train_prompts;
     int64_t eval_seed;
     char eval_mode[CONFIG_STRING_MAX];
     int hybrid_steps, checkpoint_every, keep_checkpoints;

@@ -198,11 +198,23 @@ run "$TMP/h.json" --out "$TMP/hybrid-grpo"
 check "grpo evaluations may be hybrid" eval '[ "$rc" -eq 0 ] && grep -qF "\"mode\": \"hybrid\"" "$TMP/hybrid-grpo/eval/iter-0000002/eval.json"'
 
 # eval_seed: a run's evaluations draw the noise of the eval kind with that seed
-config "$TMP/es.json" 2 '"eval_seed": 7'
+# (the run also scores every training prompt: the eval kind's on the train set, image for image)
+config "$TMP/es.json" 2 '"eval_seed": 7, "eval_train_prompts": 1000'
 run "$TMP/es.json" --out "$TMP/es"
 printf '{"kind": "eval", "model": "%s", "max_prompts": 4, "ode_seeds": 1, "sde_prompts": 0, "steps": 6, "batch": 4, "threads": 2, "seed": 7}' "$TMP/es/model.safetensors" >"$TMP/ev.json"
 run "$TMP/ev.json" --out "$TMP/es-ev7"
 check "a run's evaluation with eval_seed 7 equals the eval kind's with seed 7" cmp -s "$TMP/es/eval/iter-0000002/samples.jsonl" "$TMP/es-ev7/samples.jsonl"
+sed 's/"max_prompts": 4/"prompts": "train", "max_prompts": 0/' "$TMP/ev.json" >"$TMP/ev-train.json"
+run "$TMP/ev-train.json" --out "$TMP/es-ev7-train"
+check "  its training-prompt pass equals the eval kind's on the training prompts" cmp -s "$TMP/es/eval/iter-0000002/train/samples.jsonl" "$TMP/es-ev7-train/samples.jsonl"
+check "  and the metrics log its mean beside the held-out one" [ "$($PYTHON - "$TMP/es" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
+train = json.load(open(sys.argv[1] + '/eval/iter-0000002/train/eval.json'))
+print([r['iteration'] for r in rows if 'eval_train_align' in r] == [0, 2] and
+      abs(rows[-1]['eval_train_align'] - train['ode']['align_mean']) < 1e-6)
+PY
+)" = True ]
 check "  and says so in eval.json" grep -qF '"noise_seed": 7' "$TMP/es/eval/iter-0000002/eval.json"
 sed -i 's/"seed": 7/"seed": 0/' "$TMP/ev.json"
 run "$TMP/ev.json" --out "$TMP/es-ev0"
@@ -258,9 +270,14 @@ check "cps with eta 1.2 is refused naming config.eta" eval '[ "$rc" -ne 0 ] && g
 
 # a training prompt file: captions checked against the grammar, the bad line named
 printf '# two prompts\nA red circle\n\ntwo  green triangles\n' >"$TMP/prompts.txt"
-config "$TMP/p.json" 2 "\"prompts\": \"$TMP/prompts.txt\""
+config "$TMP/p.json" 2 "\"prompts\": \"$TMP/prompts.txt\", \"eval_train_prompts\": 10"
 run "$TMP/p.json" --out "$TMP/prompts"
 check "a prompt file trains on its captions only" [ "$rc" -eq 0 -a "$(cat "$TMP"/prompts/groups/*.json | grep -hoE '"prompt": "[^"]*"' | sort -u | grep -cvE '"(a red circle|two green triangles)"')" -eq 0 ]
+check "  its training-prompt evaluations score those captions (all of them, as it has fewer than 10)" [ "$(grep -ho '"prompt":"[^"]*"' "$TMP/prompts/eval/iter-0000002/train/samples.jsonl" | sort -u | tr '\n' ' ')" = '"prompt":"a red circle" "prompt":"two green triangles" ' ]
+printf 'a red circle\na blue square\ntwo green triangles\na cyan triangle\n' >"$TMP/prompts4.txt"
+config "$TMP/p4.json" 2 "\"prompts\": \"$TMP/prompts4.txt\", \"eval_train_prompts\": 2"
+run "$TMP/p4.json" --out "$TMP/prompts4"
+check "  2 of 4 training prompts are taken evenly spaced: the first and the third" [ "$(grep -ho '"prompt":"[^"]*"' "$TMP/prompts4/eval/iter-0000002/train/samples.jsonl" | sort -u | tr '\n' ' ')" = '"prompt":"a red circle" "prompt":"two green triangles" ' ]
 printf 'a red circle\na red dragon\n' >"$TMP/bad-prompts.txt"
 config "$TMP/p.json" 2 "\"prompts\": \"$TMP/bad-prompts.txt\""
 run "$TMP/p.json" --out "$TMP/prompts2"

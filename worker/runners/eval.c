@@ -57,10 +57,7 @@ static json_t *kind_json(const KindMeans *k)
 /* The prompts the config evaluates: the set, cut to max_prompts. */
 static const char *const *eval_prompt_set(const EvalConfig *c, int *np)
 {
-    const char *const *prompts =
-        world_prompts(strcmp(c->prompts, "train") == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, np);
-    if (c->max_prompts && c->max_prompts < *np) *np = c->max_prompts;
-    return prompts;
+    return world_prompts(strcmp(c->prompts, "train") == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, np);
 }
 
 /* Samples tokens [n, T] through the policy with the given sampler settings (the transitions
@@ -137,8 +134,9 @@ int eval_hybrid_steps(int hybrid_steps, int steps)
     return hybrid_steps ? hybrid_steps : (int)lround(0.6 * steps);
 }
 
-int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *c, const char *out,
-               json_t *report, char *err, size_t errlen)
+int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *c,
+               const char *const *prompts, int np, const char *out, json_t *report, char *err,
+               size_t errlen)
 {
     int hybrid = strcmp(c->mode, "hybrid") == 0;
     if (hybrid && !base) {
@@ -147,8 +145,9 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     }
     if (make_dirs(out, err, errlen)) return -1;
     const ModelConfig *mc = &policy_model(pol)->cfg;
-    int T = mc->text_len, np;
-    const char *const *prompts = eval_prompt_set(c, &np);
+    int T = mc->text_len;
+    if (!prompts) prompts = eval_prompt_set(c, &np);
+    if (c->max_prompts && c->max_prompts < np) np = c->max_prompts;
 
     char path[PATH_BUF + 64];
     snprintf(path, sizeof path, "%s/samples.jsonl", out);
@@ -315,7 +314,7 @@ int eval_run(const EvalConfig *c, const char *out, char *err, size_t errlen)
                                                   errlen))))
         goto done;
     json_t *report = json_object();
-    rc = eval_model(pol, base_pol, &vocab, c, out, report, err, errlen);
+    rc = eval_model(pol, base_pol, &vocab, c, NULL, 0, out, report, err, errlen);
     json_decref(report);
 done:
     policy_free(base_pol);

@@ -228,10 +228,10 @@ typedef struct {
     int epoch_items[EXPERIMENT_MAX_EPOCHS], epoch_clipped[EXPERIMENT_MAX_EPOCHS];
 } IterStats;
 
-/* What a held-out evaluation reports into the metrics: the mean and the best-of-seeds mean of
- * the ODE pass (NAN when the evaluation failed). */
+/* What an evaluation reports into the metrics: the held-out ODE pass's mean and best-of-seeds
+ * mean (NAN when the evaluation failed), and the training prompts' mean (NAN when not scored). */
 typedef struct {
-    double align, best_of_seeds;
+    double align, best_of_seeds, train_align;
 } EvalScores;
 
 /* The advantage of trajectory b's chunk ch: from the chunk's own reward when the config gives
@@ -438,6 +438,7 @@ static void set_eval_scores(json_t *o, EvalScores e)
 {
     json_object_set_new(o, "eval_align", json_real(e.align));
     json_object_set_new(o, "eval_best_of_seeds", json_real(e.best_of_seeds));
+    if (!isnan(e.train_align)) json_object_set_new(o, "eval_train_align", json_real(e.train_align));
 }
 
 static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
@@ -592,19 +593,41 @@ static EvalScores evaluate(Run *r, const char *out, int iter, char *err, size_t 
     snprintf(ec.mode, sizeof ec.mode, "%s", c->eval_mode);
     snprintf(ec.base_model, sizeof ec.base_model, "%.200s", c->model);
     ec.hybrid_steps = c->hybrid_steps;
-    char dir[PATH_BUF + 64];
+    char dir[PATH_BUF + 80]; /* room for /train after it */
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
     json_t *report = json_object();
-    EvalScores scores = {NAN, NAN};
+    EvalScores scores = {NAN, NAN, NAN};
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
                  c->ema_decay);
         swap_ema(r);
     }
-    if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, dir, report, err, errlen) == 0) {
+    if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, NULL, 0, dir, report, err, errlen) == 0) {
         json_t *ode = json_object_get(report, "ode");
         scores.align = json_real_value(json_object_get(ode, "align_mean"));
         scores.best_of_seeds = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
+    }
+    if (!isnan(scores.align) && c->eval_train_prompts) {
+        /* evenly spaced through the list, which the world's sets order by template */
+        int n = c->eval_train_prompts < r->num_prompts ? c->eval_train_prompts : r->num_prompts;
+        const char **subset = malloc((size_t)n * sizeof *subset);
+        json_t *train = json_object();
+        snprintf(ec.prompts, sizeof ec.prompts, "%s", c->prompts);
+        ec.max_prompts = 0;
+        size_t used = strlen(dir);
+        snprintf(dir + used, sizeof dir - used, "/train");
+        if (!subset) {
+            snprintf(err, errlen, "out of memory for %d training prompts", n);
+        } else {
+            for (int i = 0; i < n; i++) subset[i] = r->prompts[(int64_t)i * r->num_prompts / n];
+            if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, subset, n, dir, train, err,
+                           errlen) == 0)
+                scores.train_align =
+                    json_real_value(json_object_get(json_object_get(train, "ode"), "align_mean"));
+        }
+        if (isnan(scores.train_align)) scores.align = NAN; /* the run stops on err */
+        json_decref(train);
+        free(subset);
     }
     if (r->ema) swap_ema(r);
     json_decref(report);

@@ -7,7 +7,7 @@ import { Chart } from '../charts.js';
 
 const CHARTS = [
   ['reward (mean)', ['reward_mean']],
-  ['eval align (held-out ODE)', ['eval_align', 'eval_best_of_seeds']],
+  ['eval align (held-out ODE)', ['eval_align', 'eval_best_of_seeds', 'eval_train_align']],
   ['loss', ['loss']],
   ['clip fraction', ['clip_fraction']],
   ['approximate KL', ['approx_kl']],
