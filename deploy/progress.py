@@ -19,7 +19,10 @@ for line in sys.stdin:
     elif event == "metrics":
         v, it = d.get("values", {}), d.get("iteration")
         if "eval_align" in v:
-            print(f"{stamp}iteration {it:4d}  held-out align {v['eval_align']:.3f}", flush=True)
+            train = (f"  (training prompts {v['eval_train_align']:.3f})"
+                     if "eval_train_align" in v else "")
+            print(f"{stamp}iteration {it:4d}  held-out align {v['eval_align']:.3f}{train}",
+                  flush=True)
         if "reward_mean" in v:
             print(f"{stamp}iteration {it:4d}  reward {v['reward_mean']:.3f}  "
                   f"{v.get('images_per_sec', 0):.1f} images/s", flush=True)
