@@ -220,6 +220,22 @@ sed -i 's/"seed": 7/"seed": 0/' "$TMP/ev.json"
 run "$TMP/ev.json" --out "$TMP/es-ev0"
 check "  another seed draws other images" eval '[ "$rc" -eq 0 ] && ! cmp -s "$TMP/es-ev7/ode_grid.png" "$TMP/es-ev0/ode_grid.png"'
 
+# max_prompts takes its prompts evenly through the set (ordered by template), for the ODE pass and
+# the SDE pass's sde_prompts within them: 4 of the 256 training prompts are items 0, 64, 128, 192
+printf '{"kind": "eval", "model": "%s", "prompts": "train", "max_prompts": 4, "ode_seeds": 1, "sde_prompts": 2, "group_size": 2, "steps": 6, "threads": 2}' "$MODEL" >"$TMP/spread.json"
+run "$TMP/spread.json" --out "$TMP/spread"
+"$WORKER" render --list train >"$TMP/train-list.txt"
+check "an eval of 4 training prompts takes them evenly through the set, its SDE pass 2 evenly through those" [ "$($PYTHON - "$TMP/spread/samples.jsonl" "$TMP/train-list.txt" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+listed = open(sys.argv[2]).read().splitlines()
+ode = [r['prompt'] for r in rows if r['pass'] == 'ode']
+sde = sorted(set(r['prompt'] for r in rows if r['pass'] == 'sde'))
+print(len(listed) == 256 and ode == [listed[i] for i in (0, 64, 128, 192)] and
+      sde == sorted([listed[0], listed[128]]))
+PY
+)" = True ]
+
 # best_of_seeds_mean: each prompt's best seed, averaged over the prompts (recomputed from the
 # samples; on the shipped model, whose scores vary between seeds)
 printf '{"kind": "eval", "model": "models/shapes-small.safetensors", "max_prompts": 8, "ode_seeds": 3, "sde_prompts": 0, "steps": 6, "threads": 2}' >"$TMP/bo.json"

@@ -54,10 +54,17 @@ static json_t *kind_json(const KindMeans *k)
     return o;
 }
 
-/* The prompts the config evaluates: the set, cut to max_prompts. */
+/* The world's prompt set the config names, all *np of it. */
 static const char *const *eval_prompt_set(const EvalConfig *c, int *np)
 {
     return world_prompts(strcmp(c->prompts, "train") == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, np);
+}
+
+/* Item i of n taken evenly through list [count] (n <= count; n == count takes it whole). The
+ * world's sets are ordered by template, so the first n would be one or two templates. */
+static const char *spread_pick(const char *const *list, int count, int i, int n)
+{
+    return list[(int64_t)i * count / n];
 }
 
 /* Samples tokens [n, T] through the policy with the given sampler settings (the transitions
@@ -135,7 +142,7 @@ int eval_hybrid_steps(int hybrid_steps, int steps)
 }
 
 int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *c,
-               const char *const *prompts, int np, const char *out, json_t *report, char *err,
+               const char *const *list, int num_prompts, const char *out, json_t *report, char *err,
                size_t errlen)
 {
     int hybrid = strcmp(c->mode, "hybrid") == 0;
@@ -145,9 +152,9 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     }
     if (make_dirs(out, err, errlen)) return -1;
     const ModelConfig *mc = &policy_model(pol)->cfg;
-    int T = mc->text_len;
-    if (!prompts) prompts = eval_prompt_set(c, &np);
-    if (c->max_prompts && c->max_prompts < np) np = c->max_prompts;
+    int T = mc->text_len, listed = num_prompts;
+    if (!list) list = eval_prompt_set(c, &listed);
+    int np = c->max_prompts && c->max_prompts < listed ? c->max_prompts : listed;
 
     char path[PATH_BUF + 64];
     snprintf(path, sizeof path, "%s/samples.jsonl", out);
@@ -158,13 +165,15 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     int n_max = n_ode > n_sde ? n_ode : n_sde;
     int32_t *tokens = malloc((size_t)(n_max ? n_max : 1) * T * sizeof *tokens);
     const char **prompt_of = malloc((size_t)(n_max ? n_max : 1) * sizeof *prompt_of);
+    const char **prompts = malloc((size_t)(np ? np : 1) * sizeof *prompts); /* the np evaluated */
     AlignResult *res = malloc((size_t)(n_max ? n_max : 1) * sizeof *res);
     double *best = malloc((size_t)(np ? np : 1) * sizeof *best); /* [np] over the ODE seeds */
     Trajectory *tr = NULL;
-    if (!log || !tokens || !prompt_of || !res || !best) {
+    if (!log || !tokens || !prompt_of || !prompts || !res || !best) {
         snprintf(err, errlen, "%s: cannot write, or out of memory", path);
         goto done;
     }
+    for (int i = 0; i < np; i++) prompts[i] = spread_pick(list, listed, i, np);
     json_object_set_new(report, "model", json_string(c->model));
     json_object_set_new(report, "prompt_set", json_string(c->prompts));
     json_object_set_new(report, "world", json_string(WORLD_VERSION));
@@ -232,7 +241,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         sc.kind = SAMPLER_SDE;
         sc.noise_group = c->same_noise ? G : 0;
         for (int i = 0; i < n_sde; i++) {
-            prompt_of[i] = prompts[i / G];
+            prompt_of[i] = spread_pick(prompts, np, i / G, groups);
             tokenize(vocab, prompt_of[i], T, tokens + i * T);
         }
         if (sample_and_score(pol, NULL, 0, &sc, tokens, prompt_of, n_sde,
@@ -281,6 +290,7 @@ done:
     trajectory_free(tr);
     free(tokens);
     free(prompt_of);
+    free(prompts);
     free(res);
     free(best);
     return rc;

@@ -25,15 +25,16 @@
 int eval_run(const EvalConfig *cfg, const char *out_dir, char *err, size_t errlen);
 
 /* Evaluates the model of a policy (on its backend and batch: cfg's batch, threads, backend and
- * precision are not read; cfg->model and cfg->base_model are only reported) on the first
- * cfg->max_prompts (0: all) of `prompts` [num_prompts], or of cfg->prompts' set when prompts is
- * NULL, into out_dir, adding
+ * precision are not read; cfg->model and cfg->base_model are only reported) on cfg->max_prompts
+ * (0: all) prompts taken evenly through `list` [num_prompts], or through cfg->prompts' set when
+ * list is NULL (the SDE pass takes its cfg->sde_prompts evenly through those), into out_dir,
+ * adding
  * the figures to report (the object also written as out_dir/eval.json): "ode": {"align_mean", ...},
  * "sde": {"align_mean", "within_group_std", "tied_group_fraction", ...}. With cfg->mode "hybrid",
  * the ODE pass hands the late transitions to the policy `base` (algorithm.md section 7); base is
  * unused otherwise. pol, base and vocab are borrowed. Returns 0, or -1 with a message in err. */
 int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *cfg,
-               const char *const *prompts, int num_prompts, const char *out_dir, json_t *report,
+               const char *const *list, int num_prompts, const char *out_dir, json_t *report,
                char *err, size_t errlen);
 
 /* The transitions a hybrid evaluation samples with the trained model: cfg's hybrid_steps, or

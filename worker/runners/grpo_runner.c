@@ -608,26 +608,18 @@ static EvalScores evaluate(Run *r, const char *out, int iter, char *err, size_t 
         scores.best_of_seeds = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
     }
     if (!isnan(scores.align) && c->eval_train_prompts) {
-        /* evenly spaced through the list, which the world's sets order by template */
-        int n = c->eval_train_prompts < r->num_prompts ? c->eval_train_prompts : r->num_prompts;
-        const char **subset = malloc((size_t)n * sizeof *subset);
         json_t *train = json_object();
         snprintf(ec.prompts, sizeof ec.prompts, "%s", c->prompts);
-        ec.max_prompts = 0;
+        ec.max_prompts = c->eval_train_prompts;
         size_t used = strlen(dir);
         snprintf(dir + used, sizeof dir - used, "/train");
-        if (!subset) {
-            snprintf(err, errlen, "out of memory for %d training prompts", n);
-        } else {
-            for (int i = 0; i < n; i++) subset[i] = r->prompts[(int64_t)i * r->num_prompts / n];
-            if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, subset, n, dir, train, err,
-                           errlen) == 0)
-                scores.train_align =
-                    json_real_value(json_object_get(json_object_get(train, "ode"), "align_mean"));
-        }
-        if (isnan(scores.train_align)) scores.align = NAN; /* the run stops on err */
+        if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, r->prompts, r->num_prompts, dir, train,
+                       err, errlen) == 0)
+            scores.train_align =
+                json_real_value(json_object_get(json_object_get(train, "ode"), "align_mean"));
+        else
+            scores.align = NAN; /* the run stops on err */
         json_decref(train);
-        free(subset);
     }
     if (r->ema) swap_ema(r);
     json_decref(report);
