@@ -222,6 +222,7 @@ typedef struct {
     int items, clipped;
     double loss_sum, ratio_sum, ratio_min, ratio_max, k3_sum, kl_sum;
     double grad_norm_sum;
+    int opt_steps;
     double chunk_ratio_sum[GRPO_MAX_CHUNKS], chunk_ratio_min[GRPO_MAX_CHUNKS],
         chunk_ratio_max[GRPO_MAX_CHUNKS];
     int chunk_items[GRPO_MAX_CHUNKS];
@@ -229,7 +230,7 @@ typedef struct {
 } IterStats;
 
 /* What an evaluation reports into the metrics: the held-out ODE pass's mean and best-of-seeds
- * mean (NAN when the evaluation failed), and the training prompts' mean (NAN when not scored). */
+ * mean, and the training prompts' mean (NAN when not scored). */
 typedef struct {
     double align, best_of_seeds, train_align;
 } EvalScores;
@@ -321,6 +322,7 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
     }
     if (!per_iteration || g == c->prompts_per_iter - 1) {
         st->grad_norm_sum += policy_adamw_step(r->pol, &r->opt);
+        st->opt_steps++;
         if (r->ema) {
             float d = (float)c->ema_decay, *p = r->model.params;
             policy_pull(r->pol, NULL); /* the average follows the host copy */
@@ -491,9 +493,8 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
                                             ? (double)st->epoch_clipped[e] / st->epoch_items[e]
                                             : 0.0));
     json_object_set_new(o, "clip_fraction_by_epoch", by_epoch);
-    int opt_steps =
-        c->epochs * (strcmp(c->optimizer_step, "iteration") == 0 ? 1 : c->prompts_per_iter);
-    json_object_set_new(o, "grad_norm", json_real(st->grad_norm_sum / opt_steps));
+    json_object_set_new(o, "grad_norm",
+                        json_real(st->opt_steps ? st->grad_norm_sum / st->opt_steps : 0.0));
     json_object_set_new(o, "lr", json_real(r->opt.cfg.lr));
     json_object_set_new(o, "sec_sampling", json_real(st->t_sample));
     json_object_set_new(o, "sec_reward", json_real(st->t_reward));
@@ -572,8 +573,25 @@ static void swap_ema(Run *r)
     policy_push(r->pol, NULL);
 }
 
-/* Held-out ODE evaluation of the current policy into eval/iter-NNNNNNN; returns its scores. */
-static EvalScores evaluate(Run *r, const char *out, int iter, char *err, size_t errlen)
+/* One ODE evaluation of the policy on list [n] (NULL: ec's set) into dir: its mean into *mean and,
+ * when best is set, its best-of-seeds mean into *best. */
+static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int n, const char *dir,
+                      double *mean, double *best, char *err, size_t errlen)
+{
+    json_t *report = json_object();
+    int rc = eval_model(r->pol, r->base_pol, &r->vocab, ec, list, n, dir, report, err, errlen);
+    if (rc == 0) {
+        json_t *ode = json_object_get(report, "ode");
+        *mean = json_real_value(json_object_get(ode, "align_mean"));
+        if (best) *best = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
+    }
+    json_decref(report);
+    return rc;
+}
+
+/* Held-out ODE evaluation of the current policy into eval/iter-NNNNNNN, and of eval_train_prompts
+ * training prompts into its train/; their scores into *s. */
+static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
     EvalConfig ec;
@@ -595,35 +613,23 @@ static EvalScores evaluate(Run *r, const char *out, int iter, char *err, size_t 
     ec.hybrid_steps = c->hybrid_steps;
     char dir[PATH_BUF + 80]; /* room for /train after it */
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
-    json_t *report = json_object();
-    EvalScores scores = {NAN, NAN, NAN};
+    *s = (EvalScores){NAN, NAN, NAN};
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
                  c->ema_decay);
         swap_ema(r);
     }
-    if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, NULL, 0, dir, report, err, errlen) == 0) {
-        json_t *ode = json_object_get(report, "ode");
-        scores.align = json_real_value(json_object_get(ode, "align_mean"));
-        scores.best_of_seeds = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
-    }
-    if (!isnan(scores.align) && c->eval_train_prompts) {
-        json_t *train = json_object();
+    int rc = score_pass(r, &ec, NULL, 0, dir, &s->align, &s->best_of_seeds, err, errlen);
+    if (rc == 0 && c->eval_train_prompts) {
         snprintf(ec.prompts, sizeof ec.prompts, "%s", c->prompts);
         ec.max_prompts = c->eval_train_prompts;
         size_t used = strlen(dir);
         snprintf(dir + used, sizeof dir - used, "/train");
-        if (eval_model(r->pol, r->base_pol, &r->vocab, &ec, r->prompts, r->num_prompts, dir, train,
-                       err, errlen) == 0)
-            scores.train_align =
-                json_real_value(json_object_get(json_object_get(train, "ode"), "align_mean"));
-        else
-            scores.align = NAN; /* the run stops on err */
-        json_decref(train);
+        rc =
+            score_pass(r, &ec, r->prompts, r->num_prompts, dir, &s->train_align, NULL, err, errlen);
     }
     if (r->ema) swap_ema(r);
-    json_decref(report);
-    return scores;
+    return rc;
 }
 
 /* DIR/NAME: the EMA weights as a checkpoint of the same model. */
@@ -745,8 +751,8 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
     set_training_pool(&r);
     if (!(metrics = metrics_open(out, "iteration", resume, start, err, errlen))) goto done;
     if (start == 0 && c->eval_every > 0) {
-        EvalScores base = evaluate(&r, out, 0, err, errlen);
-        if (isnan(base.align)) goto done;
+        EvalScores base;
+        if (evaluate(&r, out, 0, &base, err, errlen)) goto done;
         json_t *o = json_object();
         json_object_set_new(o, "iteration", json_integer(0));
         set_eval_scores(o, base);
@@ -770,10 +776,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         EvalScores eval;
         int evaluating =
             (c->eval_every > 0 && done_iters % c->eval_every == 0) || done_iters == c->iterations;
-        if (evaluating) {
-            eval = evaluate(&r, out, done_iters, err, errlen);
-            if (isnan(eval.align)) goto done;
-        }
+        if (evaluating && evaluate(&r, out, done_iters, &eval, err, errlen)) goto done;
         write_metrics(metrics, &r, done_iters, &st, evaluating ? &eval : NULL);
         if (write_group_view(&r, out, done_iters, err, errlen)) goto done;
         if (progress)
