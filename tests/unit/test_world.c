@@ -175,6 +175,7 @@ static void test_prompt_sets(void)
     CHECK(nt == 256);
     CHECK(nh == 64);
     int kinds[2][CAPTION_KINDS] = {{0}}, sized = 0, placed = 0, rel_rule = 0;
+    int templates[2][TEMPLATE_KINDS] = {{0}};
     for (int set = 0; set < 2; set++) {
         const char *const *p = set ? h : t;
         int n = set ? nh : nt;
@@ -185,6 +186,7 @@ static void test_prompt_sets(void)
             world_format_caption(&spec, canon, sizeof canon);
             CHECK_MSG(strcmp(canon, p[i]) == 0, "\"%s\" formats as \"%s\"", p[i], canon);
             kinds[set][spec.kind]++;
+            templates[set][world_caption_template(&spec)]++;
             sized += spec.size != SIZE_MEDIUM;
             placed += spec.position != POS_ANY;
             rel_rule += set && spec.kind == CAPTION_RELATION && spec.relation == REL_ABOVE &&
@@ -199,6 +201,14 @@ static void test_prompt_sets(void)
             kinds[0][0], kinds[0][1], kinds[0][2], kinds[0][3], kinds[1][0], kinds[1][1],
             kinds[1][2], kinds[1][3]);
     for (int k = 0; k < CAPTION_KINDS; k++) CHECK(kinds[0][k] > 0 && kinds[1][k] > 0);
+    /* each template as many times as docs/prompts.md's table says, which the sets' quotas draw
+     * template by template: so world_caption_template names every prompt's own template */
+    static const int quota[2][TEMPLATE_KINDS] = {{20, 40, 56, 40, 50, 50}, {4, 8, 8, 8, 14, 22}};
+    for (int set = 0; set < 2; set++)
+        for (int k = 0; k < TEMPLATE_KINDS; k++)
+            CHECK_MSG(templates[set][k] == quota[set][k], "%s set: %d %s prompts, want %d",
+                      set ? "held-out" : "training", templates[set][k], world_template_names[k],
+                      quota[set][k]);
     CHECK(sized > 0 && placed > 0 && rel_rule >= 10);
     /* Built once: the same pointers on every call. */
     int n2;

@@ -39,6 +39,8 @@ const char *const world_caption_kind_names[CAPTION_KINDS] = {"single", "count", 
 const char *const world_position_phrases[POS_KINDS] = {
     "", "at the top", "at the bottom", "on the left", "on the right", "in the center"};
 const char *const world_relation_phrases[REL_KINDS] = {"", "left of", "right of", "above", "below"};
+const char *const world_template_names[TEMPLATE_KINDS] = {"plain", "sized", "positioned",
+                                                          "count", "pair",  "relation"};
 
 static const char *const count_words[4] = {NULL, NULL, "two", "three"};
 
@@ -526,11 +528,22 @@ static void layout(Draw *d, const CaptionSpec *spec, Scene *out)
 
 /* ---- Templates: the caption shapes the generator draws and the prompt sets list */
 
-enum { TPL_PLAIN, TPL_SIZED, TPL_PLACED, TPL_COUNT, TPL_PAIR, TPL_RELATION, TPL_KINDS };
+CaptionTemplate world_caption_template(const CaptionSpec *s)
+{
+    switch (s->kind) {
+    case CAPTION_COUNT: return TEMPLATE_COUNT;
+    case CAPTION_PAIR: return TEMPLATE_PAIR;
+    case CAPTION_RELATION: return TEMPLATE_RELATION;
+    default: /* a single object: a said position makes it placed, whatever its size */
+        return s->position != POS_ANY   ? TEMPLATE_PLACED
+               : s->size != SIZE_MEDIUM ? TEMPLATE_SIZED
+                                        : TEMPLATE_PLAIN;
+    }
+}
 
 /* Pretraining mix. Half the scenes show one object, which teaches colour, shape, size and
  * position on their own; the rest teach counting and composition. */
-static const float tpl_weight[TPL_KINDS] = {0.10f, 0.15f, 0.25f, 0.15f, 0.15f, 0.20f};
+static const float tpl_weight[TEMPLATE_KINDS] = {0.10f, 0.15f, 0.25f, 0.15f, 0.15f, 0.20f};
 
 static void draw_pair(Draw *d, int *color, ShapeKind *shape)
 {
@@ -547,26 +560,26 @@ static void draw_spec(Draw *d, int tpl, CaptionSpec *s)
     s->shape[1] = s->shape[0];
     s->num_objects = 1;
     switch (tpl) {
-    case TPL_PLAIN: s->kind = CAPTION_SINGLE; break;
-    case TPL_SIZED:
+    case TEMPLATE_PLAIN: s->kind = CAPTION_SINGLE; break;
+    case TEMPLATE_SIZED:
         s->kind = CAPTION_SINGLE;
         s->size = draw_below(d, 2) ? SIZE_LARGE : SIZE_SMALL;
         break;
-    case TPL_PLACED:
+    case TEMPLATE_PLACED:
         s->kind = CAPTION_SINGLE;
         s->size = (SizeKind)draw_below(d, SIZE_KINDS);
         s->position = (PositionKind)(POS_TOP + draw_below(d, POS_KINDS - POS_TOP));
         break;
-    case TPL_COUNT:
+    case TEMPLATE_COUNT:
         s->kind = CAPTION_COUNT;
         s->num_objects = 2 + draw_below(d, 2);
         break;
     default: /* pair, relation: two different colour-shape pairs */
-        s->kind = tpl == TPL_PAIR ? CAPTION_PAIR : CAPTION_RELATION;
+        s->kind = tpl == TEMPLATE_PAIR ? CAPTION_PAIR : CAPTION_RELATION;
         s->num_objects = 2;
         do draw_pair(d, &s->color[1], &s->shape[1]);
         while (s->color[1] == s->color[0] && s->shape[1] == s->shape[0]);
-        if (tpl == TPL_RELATION) s->relation = (RelationKind)(REL_LEFT_OF + draw_below(d, 4));
+        if (tpl == TEMPLATE_RELATION) s->relation = (RelationKind)(REL_LEFT_OF + draw_below(d, 4));
         break;
     }
 }
@@ -574,11 +587,11 @@ static void draw_spec(Draw *d, int tpl, CaptionSpec *s)
 static int draw_template(Draw *d)
 {
     float u = draw_unit(d), acc = 0.0f;
-    for (int t = 0; t < TPL_KINDS - 1; t++) {
+    for (int t = 0; t < TEMPLATE_KINDS - 1; t++) {
         acc += tpl_weight[t];
         if (u < acc) return t;
     }
-    return TPL_KINDS - 1;
+    return TEMPLATE_KINDS - 1;
 }
 
 void world_sample_scene(uint64_t seed, uint64_t index, WorldSplit split, Scene *out)
@@ -713,14 +726,14 @@ static int enumerate_template(int tpl, CaptionSpec *out)
         n++;                                                                                       \
     } while (0)
         switch (tpl) {
-        case TPL_PLAIN: EMIT(); break;
-        case TPL_SIZED:
+        case TEMPLATE_PLAIN: EMIT(); break;
+        case TEMPLATE_SIZED:
             for (int z = SIZE_SMALL; z <= SIZE_LARGE; z += 2) {
                 s.size = (SizeKind)z;
                 EMIT();
             }
             break;
-        case TPL_PLACED:
+        case TEMPLATE_PLACED:
             for (int z = 0; z < SIZE_KINDS; z++)
                 for (int p = POS_TOP; p < POS_KINDS; p++) {
                     s.size = (SizeKind)z;
@@ -728,18 +741,18 @@ static int enumerate_template(int tpl, CaptionSpec *out)
                     EMIT();
                 }
             break;
-        case TPL_COUNT:
+        case TEMPLATE_COUNT:
             s.kind = CAPTION_COUNT;
             for (s.num_objects = 2; s.num_objects <= 3; s.num_objects++) EMIT();
             break;
         default:
-            s.kind = tpl == TPL_PAIR ? CAPTION_PAIR : CAPTION_RELATION;
+            s.kind = tpl == TEMPLATE_PAIR ? CAPTION_PAIR : CAPTION_RELATION;
             s.num_objects = 2;
             for (int p1 = 0; p1 < NUM_COLORS * SHAPE_KINDS; p1++) {
                 if (p1 == p0) continue;
                 s.color[1] = p1 / SHAPE_KINDS;
                 s.shape[1] = (ShapeKind)(p1 % SHAPE_KINDS);
-                if (tpl == TPL_PAIR) {
+                if (tpl == TEMPLATE_PAIR) {
                     EMIT();
                 } else {
                     for (int r = REL_LEFT_OF; r < REL_KINDS; r++) {
@@ -771,23 +784,23 @@ static const struct {
 } prompt_quotas[2][7] = {
     [PROMPTS_TRAIN] =
         {
-            {TPL_PLAIN, TAKE_TRAIN, 20}, /* all of them */
-            {TPL_SIZED, TAKE_TRAIN, 40}, /* all */
-            {TPL_PLACED, TAKE_TRAIN, 56},
-            {TPL_COUNT, TAKE_TRAIN, 40}, /* all */
-            {TPL_PAIR, TAKE_TRAIN, 50},
-            {TPL_RELATION, TAKE_TRAIN, 50},
+            {TEMPLATE_PLAIN, TAKE_TRAIN, 20}, /* all of them */
+            {TEMPLATE_SIZED, TAKE_TRAIN, 40}, /* all */
+            {TEMPLATE_PLACED, TAKE_TRAIN, 56},
+            {TEMPLATE_COUNT, TAKE_TRAIN, 40}, /* all */
+            {TEMPLATE_PAIR, TAKE_TRAIN, 50},
+            {TEMPLATE_RELATION, TAKE_TRAIN, 50},
             {-1, 0, 0},
         },
     [PROMPTS_HELDOUT] =
         {
-            {TPL_PLAIN, TAKE_HELDOUT_PAIR, 4}, /* all */
-            {TPL_SIZED, TAKE_HELDOUT_PAIR, 8}, /* all */
-            {TPL_PLACED, TAKE_HELDOUT_PAIR, 8},
-            {TPL_COUNT, TAKE_HELDOUT_PAIR, 8}, /* all */
-            {TPL_PAIR, TAKE_HELDOUT_PAIR, 14},
-            {TPL_RELATION, TAKE_HELDOUT_PAIR, 12},
-            {TPL_RELATION, TAKE_HELDOUT_RELATION_ONLY, 10},
+            {TEMPLATE_PLAIN, TAKE_HELDOUT_PAIR, 4}, /* all */
+            {TEMPLATE_SIZED, TAKE_HELDOUT_PAIR, 8}, /* all */
+            {TEMPLATE_PLACED, TAKE_HELDOUT_PAIR, 8},
+            {TEMPLATE_COUNT, TAKE_HELDOUT_PAIR, 8}, /* all */
+            {TEMPLATE_PAIR, TAKE_HELDOUT_PAIR, 14},
+            {TEMPLATE_RELATION, TAKE_HELDOUT_PAIR, 12},
+            {TEMPLATE_RELATION, TAKE_HELDOUT_RELATION_ONLY, 10},
         },
 };
 

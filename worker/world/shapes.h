@@ -146,6 +146,23 @@ typedef struct {
     RelationKind relation; /* relation only */
 } CaptionSpec;
 
+/* The caption templates, as the generator draws them and the prompt sets list them
+ * (docs/prompts.md): one object plain ("a red circle"), sized ("a large red circle") or placed
+ * ("a red circle at the top", any size); a count; a pair; a relation. */
+typedef enum {
+    TEMPLATE_PLAIN,
+    TEMPLATE_SIZED,
+    TEMPLATE_PLACED,
+    TEMPLATE_COUNT,
+    TEMPLATE_PAIR,
+    TEMPLATE_RELATION,
+    TEMPLATE_KINDS
+} CaptionTemplate;
+extern const char *const world_template_names[TEMPLATE_KINDS]; /* "plain", ..., "relation" */
+
+/* The template of a parsed caption. */
+CaptionTemplate world_caption_template(const CaptionSpec *spec);
+
 /* Parses a caption (case and punctuation are ignored, as the tokenizer does). Returns 0, or -1
  * with a message naming the word at fault in err. */
 int world_parse_caption(const char *caption, CaptionSpec *out, char *err, size_t errlen);
