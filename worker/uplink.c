@@ -382,7 +382,19 @@ json_t *uplink_metrics_event(const char *line, size_t len, const char *key, int6
     json_t *v;
     json_object_foreach(o, k, v)
     {
-        if (*k && strcmp(k, key) != 0 && json_is_number(v)) json_object_set(values, k, v);
+        if (!*k || strcmp(k, key) == 0) continue;
+        if (json_is_number(v)) json_object_set(values, k, v);
+        /* an object of numbers (grpo's eval_template: a mean per caption template) becomes a
+         * series per member: eval_template.pair, ... */
+        const char *member;
+        json_t *x;
+        json_object_foreach(json_is_object(v) ? v : NULL, member, x)
+        {
+            char name[64];
+            if (json_is_number(x) && *member &&
+                snprintf(name, sizeof name, "%s.%s", k, member) < (int)sizeof name)
+                json_object_set(values, name, x);
+        }
     }
     /* grpo's per-chunk ratio statistics become series of their own: chunk_ratio.K.mean, ... */
     size_t chunk;

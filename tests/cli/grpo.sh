@@ -207,12 +207,15 @@ check "a run's evaluation with eval_seed 7 equals the eval kind's with seed 7" c
 sed 's/"max_prompts": 4/"prompts": "train", "max_prompts": 0/' "$TMP/ev.json" >"$TMP/ev-train.json"
 run "$TMP/ev-train.json" --out "$TMP/es-ev7-train"
 check "  its training-prompt pass equals the eval kind's on the training prompts" cmp -s "$TMP/es/eval/iter-0000002/train/samples.jsonl" "$TMP/es-ev7-train/samples.jsonl"
-check "  and the metrics log its mean beside the held-out one" [ "$($PYTHON - "$TMP/es" <<'PY'
+check "  and the metrics log its mean and template means beside the held-out ones" [ "$($PYTHON - "$TMP/es" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
 train = json.load(open(sys.argv[1] + '/eval/iter-0000002/train/eval.json'))
+tpl = train['ode']['by_template']
 print([r['iteration'] for r in rows if 'eval_train_align' in r] == [0, 2] and
-      abs(rows[-1]['eval_train_align'] - train['ode']['align_mean']) < 1e-6)
+      abs(rows[-1]['eval_train_align'] - train['ode']['align_mean']) < 1e-6 and
+      sum(v['prompts'] for v in tpl.values()) == 256 and
+      all(abs(rows[-1]['eval_train_template'][t] - v['align_mean']) < 1e-6 for t, v in tpl.items()))
 PY
 )" = True ]
 check "  and says so in eval.json" grep -qF '"noise_seed": 7' "$TMP/es/eval/iter-0000002/eval.json"
@@ -249,6 +252,51 @@ for line in open(sys.argv[1] + '/samples.jsonl'):
 o = json.load(open(sys.argv[1] + '/eval.json'))['ode']
 print(len(best) == 8 and abs(o['best_of_seeds_mean'] - sum(best.values()) / 8) < 1e-6 and
       o['best_of_seeds_mean'] > o['align_mean'])
+PY
+)" = True ]
+
+# by_template: the means per caption template, recomputed from the samples with the templates
+# read off the prompts' words, and the held-out set's template counts of docs/prompts.md
+printf '{"kind": "eval", "model": "%s", "ode_seeds": 2, "sde_prompts": 12, "group_size": 2, "steps": 3, "threads": 2}' "$MODEL" >"$TMP/tpl.json"
+run "$TMP/tpl.json" --out "$TMP/tpl"
+check "eval reports each caption template's mean, best seed and prompts" [ "$($PYTHON - "$TMP/tpl" <<'PY'
+import collections, json, re, sys
+def template(p):
+    if ' and ' in p: return 'pair'
+    if re.search(r'(left of|right of|above|below)', p): return 'relation'
+    if p.startswith(('two ', 'three ')): return 'count'
+    if re.search(r'(at the|on the|in the) ', p): return 'positioned'
+    if re.match(r'an? (small|large) ', p): return 'sized'
+    return 'plain'
+ev = json.load(open(sys.argv[1] + '/eval.json'))
+ok = True
+for pas in ('ode', 'sde'):
+    scores, best = collections.defaultdict(list), collections.defaultdict(dict)
+    for line in open(sys.argv[1] + '/samples.jsonl'):
+        r = json.loads(line)
+        if r['pass'] != pas: continue
+        t = template(r['prompt'])
+        scores[t].append(r['align'])
+        best[t][r['prompt']] = max(best[t].get(r['prompt'], -1), r['align'])
+    got = ev[pas]['by_template']
+    ok &= sorted(got) == sorted(scores)
+    for t, v in got.items():
+        ok &= abs(v['align_mean'] - sum(scores[t]) / len(scores[t])) < 1e-6
+        ok &= v['prompts'] == len(best[t])
+        if pas == 'ode':
+            ok &= abs(v['best_of_seeds_mean'] - sum(best[t].values()) / len(best[t])) < 1e-6
+counts = {t: v['prompts'] for t, v in ev['ode']['by_template'].items()}
+print(ok and counts == {'plain': 4, 'sized': 8, 'positioned': 8, 'count': 8, 'pair': 14, 'relation': 22}
+      and sum(v['prompts'] for v in ev['sde']['by_template'].values()) == 12)
+PY
+)" = True ]
+check "a run's metrics carry its evaluations' template means" [ "$($PYTHON - "$TMP/run-grpo-" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
+ode = json.load(open(sys.argv[1] + '/eval/iter-0000004/eval.json'))['ode']
+last = [r for r in rows if 'eval_align' in r][-1]
+print(set(last['eval_template']) == set(ode['by_template']) and 'eval_train_template' not in last and
+      all(abs(last['eval_template'][t] - v['align_mean']) < 1e-6 for t, v in ode['by_template'].items()))
 PY
 )" = True ]
 

@@ -38,6 +38,16 @@ static void test_metrics_line(void)
     CHECK(!json_object_get(values, "iteration") && !json_object_get(values, "ok"));
     json_decref(e);
 
+    /* an object's numbers become series of their own; what is not a number stays out */
+    e = metrics("{\"iteration\":3,\"eval_template\":{\"pair\":0.25,\"count\":1,\"x\":\"y\","
+                "\"z\":[1],\"w\":{\"v\":2}}}",
+                "iteration", &it);
+    values = data_of(e, "values");
+    CHECK(e && json_object_size(values) == 2);
+    CHECK(json_real_value(json_object_get(values, "eval_template.pair")) == 0.25);
+    CHECK(json_integer_value(json_object_get(values, "eval_template.count")) == 1);
+    json_decref(e);
+
     e = metrics("{\"step\":100,\"loss\":1.25}", "step", &it);
     CHECK(e && it == 100 && json_integer_value(json_object_get(e, "seq")) == 101);
     json_decref(e);

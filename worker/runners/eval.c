@@ -54,6 +54,40 @@ static json_t *kind_json(const KindMeans *k)
     return o;
 }
 
+/* Means per caption template (docs/prompts.md) of the prompts that parse: where a model gains
+ * and where it does not (single objects, counts, two-object scenes) differ widely. */
+typedef struct {
+    Mean align[TEMPLATE_KINDS];
+    double best_sum[TEMPLATE_KINDS]; /* ODE only: each prompt's best seed */
+    int prompts[TEMPLATE_KINDS];
+} TemplateMeans;
+
+/* The template of a prompt, or -1 when it is outside the grammar. */
+static int prompt_template(const char *prompt)
+{
+    CaptionSpec spec;
+    char err[160];
+    return world_parse_caption(prompt, &spec, err, sizeof err) ? -1
+                                                               : (int)world_caption_template(&spec);
+}
+
+/* {"pair": {"align_mean", "prompts", "best_of_seeds_mean" (with_best)}, ...}, the templates
+ * present in the pass. */
+static json_t *template_json(const TemplateMeans *t, int with_best)
+{
+    json_t *o = json_object();
+    for (int k = 0; k < TEMPLATE_KINDS; k++) {
+        if (!t->prompts[k]) continue;
+        json_t *e = json_object();
+        json_object_set_new(e, "align_mean", json_real(t->align[k].sum / t->align[k].count));
+        if (with_best)
+            json_object_set_new(e, "best_of_seeds_mean", json_real(t->best_sum[k] / t->prompts[k]));
+        json_object_set_new(e, "prompts", json_integer(t->prompts[k]));
+        json_object_set_new(o, world_template_names[k], e);
+    }
+    return o;
+}
+
 /* The world's prompt set the config names, all *np of it. */
 static const char *const *eval_prompt_set(const EvalConfig *c, int *np)
 {
@@ -168,12 +202,16 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     const char **prompts = malloc((size_t)(np ? np : 1) * sizeof *prompts); /* the np evaluated */
     AlignResult *res = malloc((size_t)(n_max ? n_max : 1) * sizeof *res);
     double *best = malloc((size_t)(np ? np : 1) * sizeof *best); /* [np] over the ODE seeds */
+    int *tpl = malloc((size_t)(np ? np : 1) * sizeof *tpl);      /* [np], -1 outside the grammar */
     Trajectory *tr = NULL;
-    if (!log || !tokens || !prompt_of || !prompts || !res || !best) {
+    if (!log || !tokens || !prompt_of || !prompts || !res || !best || !tpl) {
         snprintf(err, errlen, "%s: cannot write, or out of memory", path);
         goto done;
     }
-    for (int i = 0; i < np; i++) prompts[i] = spread_pick(list, listed, i, np);
+    for (int i = 0; i < np; i++) {
+        prompts[i] = spread_pick(list, listed, i, np);
+        tpl[i] = prompt_template(prompts[i]);
+    }
     json_object_set_new(report, "model", json_string(c->model));
     json_object_set_new(report, "prompt_set", json_string(c->prompts));
     json_object_set_new(report, "world", json_string(WORLD_VERSION));
@@ -190,6 +228,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     if (n_ode) { /* seed-major, so seed k is one sampler run over all prompts */
         sc.kind = SAMPLER_ODE;
         KindMeans kinds = {0};
+        TemplateMeans by_tpl = {0};
         double sum = 0;
         for (int i = 0; i < np; i++) best[i] = -INFINITY;
         for (int k = 0; k < c->ode_seeds; k++) {
@@ -205,6 +244,10 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                 sum += res[i].score;
                 best[i] = fmax(best[i], res[i].score);
                 kind_add(&kinds, &res[i]);
+                if (tpl[i] >= 0) {
+                    by_tpl.align[tpl[i]].sum += res[i].score;
+                    by_tpl.align[tpl[i]].count++;
+                }
                 log_sample(log, "ode", prompts[i], k, &res[i]);
             }
             if (k == 0 && c->grid_images) {
@@ -222,7 +265,13 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         /* the mean over prompts of each prompt's best seed: what the model already draws for a
          * prompt in one of `seeds` tries, the headroom that RL concentrates the samples on */
         double best_sum = 0;
-        for (int i = 0; i < np; i++) best_sum += best[i];
+        for (int i = 0; i < np; i++) {
+            best_sum += best[i];
+            if (tpl[i] >= 0) {
+                by_tpl.best_sum[tpl[i]] += best[i];
+                by_tpl.prompts[tpl[i]]++;
+            }
+        }
         json_object_set_new(o, "best_of_seeds_mean", json_real(best_sum / np));
         json_object_set_new(o, "samples", json_integer(n_ode));
         json_object_set_new(o, "seeds", json_integer(c->ode_seeds));
@@ -234,6 +283,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
             json_object_set_new(o, "base_model", json_string(c->base_model));
         }
         json_object_set_new(o, "by_requirement", kind_json(&kinds));
+        json_object_set_new(o, "by_template", template_json(&by_tpl, 1));
         json_object_set_new(report, "ode", o);
     }
     if (n_sde) {
@@ -250,7 +300,9 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         double sum = 0, std_sum = 0;
         int tied = 0;
         KindMeans kinds = {0};
+        TemplateMeans by_tpl = {0};
         for (int g = 0; g < groups; g++) {
+            int t = prompt_template(prompt_of[g * G]);
             double mean = 0, var = 0, lo = 1e9, hi = -1e9;
             for (int j = 0; j < G; j++) {
                 const AlignResult *r = &res[g * G + j];
@@ -260,6 +312,11 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                 log_sample(log, "sde", prompt_of[g * G], j, r);
             }
             mean /= G;
+            if (t >= 0) {
+                by_tpl.align[t].sum += mean;
+                by_tpl.align[t].count++;
+                by_tpl.prompts[t]++;
+            }
             for (int j = 0; j < G; j++) var += pow(res[g * G + j].score - mean, 2);
             std_sum += sqrt(var / (G - 1)); /* unbiased, as GRPO's advantage uses */
             sum += mean;
@@ -279,6 +336,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         json_object_set_new(o, "sde", json_string(c->sde));
         json_object_set_new(o, "eta", json_real(c->eta));
         json_object_set_new(o, "by_requirement", kind_json(&kinds));
+        json_object_set_new(o, "by_template", template_json(&by_tpl, 0));
         json_object_set_new(report, "sde", o);
     }
     snprintf(path, sizeof path, "%s/eval.json", out);
@@ -293,6 +351,7 @@ done:
     free(prompts);
     free(res);
     free(best);
+    free(tpl);
     return rc;
 }
 

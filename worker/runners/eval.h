@@ -8,7 +8,8 @@
  *   SDE: `sde_prompts` prompts, `group_size` samples each, as GRPO samples its groups: the mean
  *        reward, the mean within-group standard deviation and the fraction of groups whose
  *        rewards are all equal (GRPO learns nothing from those).
- * Output folder: eval.json (the figures, per requirement kind too), samples.jsonl (every image's
+ * Output folder: eval.json (the figures, per requirement kind and per caption template too:
+ * "by_template" {"pair": {"align_mean", "prompts", ...}, ...}), samples.jsonl (every image's
  * prompt, seed, score and breakdown), ode_grid.png, sde_groups.png (a group per row).
  */
 #ifndef CHUNKGRPO_EVAL_H

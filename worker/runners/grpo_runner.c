@@ -229,10 +229,12 @@ typedef struct {
     int epoch_items[EXPERIMENT_MAX_EPOCHS], epoch_clipped[EXPERIMENT_MAX_EPOCHS];
 } IterStats;
 
-/* What an evaluation reports into the metrics: the held-out ODE pass's mean and best-of-seeds
- * mean, and the training prompts' mean (NAN when not scored). */
+/* What an evaluation reports into the metrics: the held-out ODE pass's mean, best-of-seeds mean
+ * and mean per caption template, and the same means for the training prompts (NAN when not
+ * scored, or a template absent from the prompts). */
 typedef struct {
     double align, best_of_seeds, train_align;
+    double by_template[TEMPLATE_KINDS], train_by_template[TEMPLATE_KINDS];
 } EvalScores;
 
 /* The advantage of trajectory b's chunk ch: from the chunk's own reward when the config gives
@@ -436,11 +438,28 @@ static json_t *chunk_sizes_json(const Chunking *ch)
     return a;
 }
 
-static void set_eval_scores(json_t *o, EvalScores e)
+/* {"pair": mean, ...} of the templates scored, or NULL when none was */
+static json_t *template_means_json(const double *mean)
 {
-    json_object_set_new(o, "eval_align", json_real(e.align));
-    json_object_set_new(o, "eval_best_of_seeds", json_real(e.best_of_seeds));
-    if (!isnan(e.train_align)) json_object_set_new(o, "eval_train_align", json_real(e.train_align));
+    json_t *o = NULL;
+    for (int k = 0; k < TEMPLATE_KINDS; k++) {
+        if (isnan(mean[k])) continue;
+        if (!o) o = json_object();
+        json_object_set_new(o, world_template_names[k], json_real(mean[k]));
+    }
+    return o;
+}
+
+static void set_eval_scores(json_t *o, const EvalScores *e)
+{
+    json_object_set_new(o, "eval_align", json_real(e->align));
+    json_object_set_new(o, "eval_best_of_seeds", json_real(e->best_of_seeds));
+    if (!isnan(e->train_align))
+        json_object_set_new(o, "eval_train_align", json_real(e->train_align));
+    json_t *t = template_means_json(e->by_template);
+    if (t) json_object_set_new(o, "eval_template", t);
+    if ((t = template_means_json(e->train_by_template)))
+        json_object_set_new(o, "eval_train_template", t);
 }
 
 static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
@@ -501,7 +520,7 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
     json_object_set_new(o, "sec_optimize", json_real(st->t_opt));
     double total = st->t_sample + st->t_reward + st->t_opt;
     json_object_set_new(o, "images_per_sec", json_real(total > 0 ? r->n / total : 0));
-    if (eval) set_eval_scores(o, *eval);
+    if (eval) set_eval_scores(o, eval);
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
     fprintf(f, "%s\n", line);
     fflush(f);
@@ -573,16 +592,22 @@ static void swap_ema(Run *r)
     policy_push(r->pol, NULL);
 }
 
-/* One ODE evaluation of the policy on list [n] (NULL: ec's set) into dir: its mean into *mean and,
- * when best is set, its best-of-seeds mean into *best. */
+/* One ODE evaluation of the policy on list [n] (NULL: ec's set) into dir: its mean into *mean,
+ * its mean per template into by_template [TEMPLATE_KINDS] (NAN where none was scored) and, when
+ * best is set, its best-of-seeds mean into *best. */
 static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int n, const char *dir,
-                      double *mean, double *best, char *err, size_t errlen)
+                      double *mean, double *by_template, double *best, char *err, size_t errlen)
 {
     json_t *report = json_object();
     int rc = eval_model(r->pol, r->base_pol, &r->vocab, ec, list, n, dir, report, err, errlen);
     if (rc == 0) {
         json_t *ode = json_object_get(report, "ode");
         *mean = json_real_value(json_object_get(ode, "align_mean"));
+        json_t *tpl = json_object_get(ode, "by_template");
+        for (int k = 0; k < TEMPLATE_KINDS; k++) {
+            json_t *e = json_object_get(tpl, world_template_names[k]);
+            by_template[k] = e ? json_real_value(json_object_get(e, "align_mean")) : NAN;
+        }
         if (best) *best = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
     }
     json_decref(report);
@@ -613,20 +638,22 @@ static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err,
     ec.hybrid_steps = c->hybrid_steps;
     char dir[PATH_BUF + 80]; /* room for /train after it */
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
-    *s = (EvalScores){NAN, NAN, NAN};
+    *s = (EvalScores){NAN, NAN, NAN, {0}, {0}};
+    for (int k = 0; k < TEMPLATE_KINDS; k++) s->by_template[k] = s->train_by_template[k] = NAN;
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
                  c->ema_decay);
         swap_ema(r);
     }
-    int rc = score_pass(r, &ec, NULL, 0, dir, &s->align, &s->best_of_seeds, err, errlen);
+    int rc =
+        score_pass(r, &ec, NULL, 0, dir, &s->align, s->by_template, &s->best_of_seeds, err, errlen);
     if (rc == 0 && c->eval_train_prompts) {
         snprintf(ec.prompts, sizeof ec.prompts, "%s", c->prompts);
         ec.max_prompts = c->eval_train_prompts;
         size_t used = strlen(dir);
         snprintf(dir + used, sizeof dir - used, "/train");
-        rc =
-            score_pass(r, &ec, r->prompts, r->num_prompts, dir, &s->train_align, NULL, err, errlen);
+        rc = score_pass(r, &ec, r->prompts, r->num_prompts, dir, &s->train_align,
+                        s->train_by_template, NULL, err, errlen);
     }
     if (r->ema) swap_ema(r);
     return rc;
@@ -755,7 +782,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         if (evaluate(&r, out, 0, &base, err, errlen)) goto done;
         json_t *o = json_object();
         json_object_set_new(o, "iteration", json_integer(0));
-        set_eval_scores(o, base);
+        set_eval_scores(o, &base);
         json_object_set_new(o, "chunks", chunk_sizes_json(&r.chunks));
         char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
         fprintf(metrics, "%s\n", line);
