@@ -150,6 +150,18 @@ try {
     await postMetrics(43, { 'chunk_ratio.3.mean': 1.01, reward_mean: 0.99 });
     await page.waitForFunction(() => document.querySelectorAll('[data-chart="ratio per chunk"] .u-legend .u-series').length === 5, null, { timeout: 5000 });
   });
+  await check('align by caption template: held out and training, first against latest, grown live', async () => {
+    const row = (t) => page.$$eval(`[data-template-table] tr[data-template="${t}"] td`, (c) => c.map((e) => e.textContent));
+    assert((await page.$$eval('[data-template-table] tbody tr', (r) => r.map((e) => e.dataset.template))).join() === 'count,pair,all',
+      'rows not in the templates\' order, with all last');
+    assert((await row('pair')).join() === 'pair,0.3,0.34,+0.04,0.5,0.62,+0.12', `pair: ${await row('pair')}`);
+    assert((await row('count')).join() === 'count,0.6,0.68,+0.08,,,', `count: ${await row('count')}`);
+    assert((await page.textContent('[data-template-table] thead')).includes('iteration 0 → 40'), 'the span of the evaluations');
+    assert((await page.$$eval('[data-chart="held-out align by template"] .u-legend .u-series', (s) => s.slice(1).map((x) => x.querySelector('.u-label').textContent))).join() === 'count,pair',
+      'no chart of the template means');
+    await postMetrics(50, { 'eval_template.pair': 0.4 });
+    await page.waitForFunction(() => document.querySelector('[data-template-table] tr[data-template="pair"] td:nth-child(4)')?.textContent === '+0.1', null, { timeout: 5000 });
+  });
   await check('the profile: the relative-L1 curve per step with the chunk boundaries', async () => {
     await page.waitForSelector('[data-profile] [data-chart="relative L1 per step"][data-points="16"]');
     assert(await page.getAttribute('[data-profile] .chart', 'data-marks') === '2', 'not two chunk boundaries');

@@ -48,7 +48,11 @@ for k in range(int(n)):
          "sec_sampling": 1.2, "sec_reward": 0.2, "sec_optimize": 0.8, "images_per_sec": 100 + math.sin(i),
          "reward_align_mean": 0.5 + 0.1 * math.sin(i / 4), "reward_count_mean": 0.8 + 0.1 * math.cos(i / 4)}
     v.update({f"chunk_ratio.{c}.mean": 1 + 0.001 * (c + 1) * math.sin(i / 3) for c in range(3)})
-    if i % 10 == 0: v["eval_align"] = 0.5 + shift + 0.2 * (1 - math.exp(-i / 400))
+    if i % 10 == 0:
+        v["eval_align"] = 0.5 + shift + 0.2 * (1 - math.exp(-i / 400))
+        # per caption template, held out and on the training prompts (as eval_train_prompts logs)
+        v.update({"eval_template.pair": 0.3 + 0.001 * i, "eval_template.count": 0.6 + 0.002 * i,
+                  "eval_train_align": 0.6 + 0.002 * i, "eval_train_template.pair": 0.5 + 0.003 * i})
     events.append({"seq": int(seq) + k, "type": "metrics", "data": {"iteration": i, "values": v}})
 print(json.dumps({"worker_id": wid, "events": events}))
 PY
@@ -62,7 +66,7 @@ check "metrics and a log line for two experiments" [ "$status" = 200 ]
 # the base model's evaluation at iteration 0, as a grpo runner sends it first: both runs start at 0.45
 for e in "$A 42" "$B 41"; do
     set -- $e
-    TOKEN=$WTOKEN api POST "/api/v1/experiments/$1/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": $2, \"type\": \"metrics\", \"data\": {\"iteration\": 0, \"values\": {\"eval_align\": 0.45}}}]}"
+    TOKEN=$WTOKEN api POST "/api/v1/experiments/$1/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": $2, \"type\": \"metrics\", \"data\": {\"iteration\": 0, \"values\": {\"eval_align\": 0.45, \"eval_template.pair\": 0.3, \"eval_template.count\": 0.6, \"eval_train_align\": 0.6, \"eval_train_template.pair\": 0.5}}}]}"
 done
 check "the base evaluations at iteration 0" [ "$status" = 200 ]
 ok=1

@@ -1,6 +1,7 @@
-// One experiment: status and actions, live charts, the temporal-dynamics profile, the eval
-// gallery, the rollout group view, logs and artifacts. Live updates come from the experiment's event stream, resumed after the
-// metrics history's last event so nothing is missed or counted twice.
+// One experiment: status and actions, live charts, the temporal-dynamics profile, held-out and
+// training-prompt align by caption template, the eval gallery, the rollout group view, logs and
+// artifacts. Live updates come from the experiment's event stream, resumed after the metrics
+// history's last event so nothing is missed or counted twice.
 import { api, blobUrl, subscribe } from '../api.js';
 import { h, fmt, statusBadge, progressBar } from '../dom.js';
 import { Chart } from '../charts.js';
@@ -20,7 +21,12 @@ const CHARTS = [
 const FOUND = [
   ['ratio per chunk', /^chunk_ratio\.\d+\.mean$/, (k) => `chunk ${k.split('.')[1]}`],
   ['reward per component', /^reward_.+_mean$/, (k) => k.slice('reward_'.length, -'_mean'.length)],
+  ['held-out align by template', /^eval_template\./, (k) => k.slice('eval_template.'.length)],
+  ['training-prompt align by template', /^eval_train_template\./, (k) => k.slice('eval_train_template.'.length)],
 ];
+// The world's caption templates in docs/prompts.md's order; others (none today) after them.
+const TEMPLATES = ['plain', 'sized', 'positioned', 'count', 'pair', 'relation'];
+const EVAL_KEY = /^eval_(?:train_)?(?:align|template\..+)$/;
 const byNumber = (a, b) => a.localeCompare(b, 'en', { numeric: true });
 export const GALLERY = /^eval\/iter-(\d+)\/ode_grid\.png$/;
 const GROUP = /^groups\/iter-(\d+)\.(png|json)$/;
@@ -68,6 +74,32 @@ function groupView(id, iteration, byIter, onLeave) {
     }).catch((e) => table.replaceChildren(h('p', { class: 'error' }, e.message)));
   } else table.replaceChildren();
   return h('div', { class: 'group' }, files.png ? artifactImage(id, files.png, onLeave) : '', table);
+}
+
+// Held-out and training-prompt align per caption template, the first evaluation against the
+// latest: where a run gains, and how much of it carries over to prompts it never trains on.
+// evals: key -> {first: [iteration, value], last: [iteration, value]}.
+function templateTable(evals) {
+  const names = [...new Set(Object.keys(evals).map((k) => k.match(/template\.(.+)$/)?.[1]).filter(Boolean))];
+  const rank = (n) => (TEMPLATES.indexOf(n) + 1) || TEMPLATES.length + 1;
+  names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  if (!names.length) return h('p', { class: 'muted' }, 'No evaluations by template yet.');
+  const cells = (key) => {
+    const e = evals[key];
+    if (!e) return [h('td'), h('td'), h('td')];
+    const gain = e.last[1] - e.first[1];
+    return [h('td', { class: 'num' }, fmt(e.first[1], 3)), h('td', { class: 'num' }, fmt(e.last[1], 3)),
+      h('td', { class: 'num', 'data-gain': '' }, `${gain >= 0 ? '+' : ''}${fmt(gain, 2)}`)];
+  };
+  const span = (key) => evals[key] ? `iteration ${evals[key].first[0]} → ${evals[key].last[0]}` : '';
+  return h('table', { 'data-template-table': '' },
+    h('thead', {},
+      h('tr', {}, h('th'), h('th', { colSpan: 3 }, `held-out prompts ${span('eval_align')}`),
+        h('th', { colSpan: 3 }, `training prompts ${span('eval_train_align')}`)),
+      h('tr', {}, h('th', {}, 'template'), ['first', 'latest', 'gain', 'first', 'latest', 'gain'].map((t) => h('th', {}, t)))),
+    h('tbody', {},
+      names.map((n) => h('tr', { 'data-template': n }, h('td', {}, n), cells(`eval_template.${n}`), cells(`eval_train_template.${n}`))),
+      h('tr', { 'data-template': 'all' }, h('td', {}, h('strong', {}, 'all')), cells('eval_align'), cells('eval_train_align'))));
 }
 
 // The profile's relative-L1 curve per step, mean ± std, with the chosen chunks' boundaries.
@@ -124,9 +156,11 @@ export async function experimentPage(root, { match }, onLeave) {
   const galleryBox = h('div', { class: 'gallery', 'data-gallery': '' });
   const groupBox = h('div');
   const profileBox = h('div', { 'data-profile': '' });
+  const templateBox = h('div', { 'data-templates': '' });
   const logBox = h('pre', { 'data-logs': '' });
   const artifactBody = h('tbody');
-  root.append(head, h('h2', {}, 'Metrics'), chartBox, profileBox, h('h2', {}, 'Eval samples'), galleryBox,
+  root.append(head, h('h2', {}, 'Metrics'), chartBox, profileBox, h('h2', {}, 'Evaluation by caption template'), templateBox,
+    h('h2', {}, 'Eval samples'), galleryBox,
     h('h2', {}, 'Rollout group'), groupBox, h('h2', {}, 'Logs'), logBox,
     h('h2', {}, 'Artifacts'), h('table', {}, h('tbody', {}, artifactBody)),
     h('h2', {}, 'Config'), h('pre', {}, JSON.stringify(exp.config, null, 2)));
@@ -153,6 +187,18 @@ export async function experimentPage(root, { match }, onLeave) {
   }
   for (const key of Object.keys(metrics.series).sort(byNumber)) chartFor(key)?.set(key, metrics.series[key]);
   charts.forEach((c) => c.draw());
+  const evals = {};
+  const noteEval = (key, iteration, value) => {
+    const e = evals[key];
+    if (!e) evals[key] = { first: [iteration, value], last: [iteration, value] };
+    else {
+      if (iteration <= e.first[0]) e.first = [iteration, value];
+      if (iteration >= e.last[0]) e.last = [iteration, value];
+    }
+  };
+  for (const [key, s] of Object.entries(metrics.series))
+    if (EVAL_KEY.test(key)) s.iteration.forEach((it, i) => noteEval(key, it, s.value[i]));
+  templateBox.replaceChildren(templateTable(evals));
   root.dataset.chartsDrawn = 'yes';
 
   const arts = artifacts.items;
@@ -193,6 +239,9 @@ export async function experimentPage(root, { match }, onLeave) {
   onLeave(subscribe(`/experiments/${id}/events`, ({ type, data }) => {
     if (type === 'metrics') {
       for (const [key, v] of Object.entries(data.values)) chartFor(key)?.append(key, data.iteration, v);
+      const evalKeys = Object.keys(data.values).filter((k) => EVAL_KEY.test(k));
+      evalKeys.forEach((k) => noteEval(k, data.iteration, data.values[k]));
+      if (evalKeys.length) templateBox.replaceChildren(templateTable(evals));
       exp.latest = { ...exp.latest, ...data.values };
     } else if (type === 'status') { Object.assign(exp, data); drawHead(); }
     else if (type === 'progress') { exp.progress = data; drawHead(); }
