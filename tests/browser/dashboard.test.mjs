@@ -212,6 +212,11 @@ try {
     assert(await col('data-gain') === '+0.06903 +0.01903', `gains: ${await col('data-gain')}`);
     assert(await col('data-relative-gain') === '1.00 0.28', `relative gains: ${await col('data-relative-gain')}`);
     assert((await page.textContent('table[data-diff]')).includes('method'), 'the diff lacks method');
+    // per template: A's pair rose to 0.4 live (from 0.3 at iteration 0), B's to 0.34
+    const tpl = await page.$$eval('table[data-final-templates] tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent).join('|')));
+    assert(tpl[0] === 'experiment|count|pair|all', `template header: ${tpl[0]}`);
+    assert(tpl[1].endsWith('|0.68 (+0.08)|0.4 (+0.1)|0.519 (+0.069)') && tpl[2].endsWith('|0.68 (+0.08)|0.34 (+0.04)|0.469 (+0.019)'),
+      `template rows: ${tpl.slice(1)}`);
     await page.waitForFunction(() => [...document.querySelectorAll('[data-compare-gallery] img')].filter((i) => i.naturalWidth === 64).length === 1);
     assert((await page.textContent('[data-compare-gallery]')).includes('no grid at this iteration'), 'B has no grid at 20');
     await page.fill('[data-compare-gallery] input[type=range]', '0');

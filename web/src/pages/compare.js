@@ -1,10 +1,11 @@
 // Compare: pick experiments; overlaid reward_mean and eval_align curves, final eval_align with
-// each run's gain over its base model and the gain relative to the first picked one's, their eval grids side by side at one iteration (the
-// held-out seeds are the same in every run), and each one's config diff against the first.
+// each run's gain over its base model and the gain relative to the first picked one's, the same
+// per caption template, their eval grids side by side at one iteration (the held-out seeds are
+// the same in every run), and each one's config diff against the first.
 import { api } from '../api.js';
 import { h, fmt } from '../dom.js';
 import { Chart } from '../charts.js';
-import { GALLERY, artifactImage, slider } from './experiment.js';
+import { GALLERY, TEMPLATES, artifactImage, slider } from './experiment.js';
 
 const last = (s) => (s && s.value.length ? s.value[s.value.length - 1] : null);
 
@@ -25,7 +26,7 @@ export async function comparePage(root, { query }, onLeave) {
 
   const runs = await Promise.all(ids.map(async (id) => {
     const [exp, m, a] = await Promise.all([api(`/experiments/${id}`),
-      api(`/experiments/${id}/metrics?keys=reward_mean,eval_align&max_points=2000`), api(`/experiments/${id}/artifacts`)]);
+      api(`/experiments/${id}/metrics?keys=${['reward_mean', 'eval_align', ...TEMPLATES.map((t) => `eval_template.${t}`)].join(',')}&max_points=2000`), api(`/experiments/${id}/artifacts`)]);
     const grids = new Map(a.items.map((x) => [Number(x.name.match(GALLERY)?.[1]), x.name]));
     grids.delete(NaN);
     return { id, exp, series: m.series, grids };
@@ -60,6 +61,20 @@ export async function comparePage(root, { query }, onLeave) {
           h('td', { class: 'num', 'data-gain': '' }, signed(gain)),
           h('td', { class: 'num', 'data-relative-gain': '' }, gain == null || !refGain ? '–' : (gain / refGain).toFixed(2)));
       }))));
+
+  // the same per caption template: which scenes each method moves (held out, ODE)
+  const present = TEMPLATES.filter((t) => runs.some((r) => r.series[`eval_template.${t}`]));
+  if (present.length) {
+    const cell = (r, key) => {
+      const v = last(r.series[key]), b = baseOf(r.series[key]);
+      return h('td', { class: 'num', 'data-template-cell': '' }, v == null ? '–' : `${fmt(v, 3)} (${b == null ? '–' : signed(Number((v - b).toPrecision(3)))})`);
+    };
+    root.append(h('h2', {}, 'Final eval align by caption template (gain over iteration 0)'),
+      h('table', { 'data-final-templates': '' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'experiment'), present.map((t) => h('th', {}, t)), h('th', {}, 'all'))),
+        h('tbody', {}, runs.map((r) => h('tr', {}, h('td', {}, label(r)),
+          present.map((t) => cell(r, `eval_template.${t}`)), cell(r, 'eval_align'))))));
+  }
 
   const its = [...new Set(runs.flatMap((r) => [...r.grids.keys()]))].sort((a, b) => a - b);
   root.append(h('h2', {}, 'Eval samples'), h('div', { class: 'gallery', 'data-compare-gallery': '' },

@@ -25,7 +25,7 @@ const FOUND = [
   ['training-prompt align by template', /^eval_train_template\./, (k) => k.slice('eval_train_template.'.length)],
 ];
 // The world's caption templates in docs/prompts.md's order; others (none today) after them.
-const TEMPLATES = ['plain', 'sized', 'positioned', 'count', 'pair', 'relation'];
+export const TEMPLATES = ['plain', 'sized', 'positioned', 'count', 'pair', 'relation'];
 const EVAL_KEY = /^eval_(?:train_)?(?:align|template\..+)$/;
 const byNumber = (a, b) => a.localeCompare(b, 'en', { numeric: true });
 export const GALLERY = /^eval\/iter-(\d+)\/ode_grid\.png$/;
