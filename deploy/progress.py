@@ -4,6 +4,7 @@ import json
 import sys
 import time
 
+TEMPLATES = ("plain", "sized", "positioned", "count", "pair", "relation")
 t0, event = time.time(), None
 for line in sys.stdin:
     line = line.rstrip("\n")
@@ -23,6 +24,11 @@ for line in sys.stdin:
                      if "eval_train_align" in v else "")
             print(f"{stamp}iteration {it:4d}  held-out align {v['eval_align']:.3f}{train}",
                   flush=True)
+            # the held-out means per caption template, in docs/prompts.md's order
+            by_tpl = "  ".join(f"{t} {v['eval_template.' + t]:.3f}" for t in TEMPLATES
+                               if "eval_template." + t in v)
+            if by_tpl:
+                print(f"{' ' * len(stamp)}by template: {by_tpl}", flush=True)
         if "reward_mean" in v:
             print(f"{stamp}iteration {it:4d}  reward {v['reward_mean']:.3f}  "
                   f"{v.get('images_per_sec', 0):.1f} images/s", flush=True)

@@ -23,6 +23,7 @@ stop() { kill -TERM -- -"$(cat "$TMP/pgid")"; wait_for 60 eval '! kill -0 $(cat 
 start "$TMP/out1"
 check "make run says where the server and the experiment are" wait_for 30 grep -q "experiment: http://127.0.0.1:$PORT/api/v1/experiments/1" "$TMP/out1"
 check "  and shows the iterations as they come" wait_for 90 eval '[ "$(last_iteration $TMP/out1)" -ge 6 ] 2>/dev/null'
+check "  after the base model's held-out align, by caption template too" grep -qE "by template: plain [0-9.]+  positioned [0-9.]+  pair [0-9.]+  relation [0-9.]+$" "$TMP/out1"
 stop
 check "stopping says so" grep -q 'make run: stopped' "$TMP/out1"
 check "  and leaves no process behind" [ -z "$(pgrep -f "data $TMP/var")" ]
