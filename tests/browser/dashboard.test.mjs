@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 const require = createRequire(new URL('../../web/package.json', import.meta.url));
 const { chromium } = require('playwright-core');
 const env = process.env;
-const { BASE, TOKEN, EXP_A: A, EXP_B: B, EXP_BIG: BIG } = env;
+const { BASE, TOKEN, EXP_A: A, EXP_B: B, EXP_C: C, EXP_BIG: BIG } = env;
 let seqA = Number(env.NEXT_SEQ_A);
 let failures = 0;
 
@@ -222,6 +222,17 @@ try {
     await page.fill('[data-compare-gallery] input[type=range]', '0');
     await page.waitForFunction(() => [...document.querySelectorAll('[data-compare-gallery] img')].filter((i) => i.naturalWidth === 64).length === 2);
     await shot(page, '05-compare');
+  });
+  await check('compare: runs that differ only in the seed are one method, its mean and spread over seeds', async () => {
+    await page.goto(`${BASE}/#/compare?ids=${A},${C},${B}`);
+    await page.waitForSelector('table[data-over-seeds]');
+    const rows = await page.$$eval('table[data-over-seeds] tbody tr', (rs) => rs.map((r) => [...r.children].map((c) => c.textContent)));
+    // A 0.519 and C 0.499 (gains +0.069, +0.049) against B alone, 0.469 (+0.019)
+    assert(rows.length === 2, `rows: ${JSON.stringify(rows)}`);
+    assert(rows[0][0].includes('alpha-chunk') && rows[0][1] === '2' && rows[0][2].endsWith(', 7') &&
+      rows[0].slice(3).join(' ') === '0.509 0.01414 +0.05903 1.00', `A and C: ${rows[0]}`);
+    assert(rows[1][0].includes('beta-step') && rows[1][1] === '1' && rows[1].slice(3).join(' ') === '0.469 – +0.01903 0.32', `B: ${rows[1]}`);
+    assert((await page.$$('table[data-final] tbody tr')).length === 3, 'the per-run table keeps every run');
   });
   await check('workers: the registered worker with its device', async () => {
     await page.goto(`${BASE}/#/workers`);

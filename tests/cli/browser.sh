@@ -30,10 +30,11 @@ create() { api POST /api/v1/experiments "{\"config\": $3, \"name\": \"$1\", \"pr
 GRPO='{"kind": "grpo", "model": "models/shapes-small.safetensors", "iterations": 50}'
 A=$(create alpha-chunk 3 "$GRPO")
 B=$(create beta-step 2 "${GRPO%\}}, \"method\": \"grpo\"}")
+C=$(create alpha-chunk-seed7 3 "${GRPO%\}}, \"seed\": 7}") # A's config but the seed: one method over seeds
 BIG=$(create big 1 '{"kind": "grpo", "model": "models/shapes-small.safetensors", "iterations": 10000}')
 create queued-eval 0 '{"kind": "eval", "model": "models/shapes-small.safetensors"}' >/dev/null
-for _ in 1 2 3; do TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/lease?wait=0"; done
-check "three experiments leased to the test worker" [ "$(jget "j['experiment']['id']")" = "$BIG" ]
+for _ in 1 2 3 4; do TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/lease?wait=0"; done
+check "four experiments leased to the test worker" [ "$(jget "j['experiment']['id']")" = "$BIG" ]
 
 # metrics EXPERIMENT FIRST_SEQ FIRST_ITER COUNT SHIFT: one events body, every dashboard series
 metrics() {
@@ -61,10 +62,11 @@ post_events() { TOKEN=$WTOKEN api POST "/api/v1/experiments/$1/events" "$(cat)";
 metrics "$A" 1 1 40 0 | post_events "$A"
 TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/heartbeat" "{\"experiment_id\": $A, \"progress\": {\"iteration\": 40, \"total\": 50, \"seconds_per_iteration\": 2.5}}"
 metrics "$B" 1 1 40 -0.05 | post_events "$B"
+metrics "$C" 1 1 40 -0.02 | post_events "$C"
 TOKEN=$WTOKEN api POST "/api/v1/experiments/$A/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": 41, \"type\": \"log\", \"data\": {\"level\": \"info\", \"message\": \"seeded by browser.sh\"}}]}"
-check "metrics and a log line for two experiments" [ "$status" = 200 ]
-# the base model's evaluation at iteration 0, as a grpo runner sends it first: both runs start at 0.45
-for e in "$A 42" "$B 41"; do
+check "metrics for three experiments and a log line" [ "$status" = 200 ]
+# the base model's evaluation at iteration 0, as a grpo runner sends it first: every run starts at 0.45
+for e in "$A 42" "$B 41" "$C 41"; do
     set -- $e
     TOKEN=$WTOKEN api POST "/api/v1/experiments/$1/events" "{\"worker_id\": \"$WID\", \"events\": [{\"seq\": $2, \"type\": \"metrics\", \"data\": {\"iteration\": 0, \"values\": {\"eval_align\": 0.45, \"eval_template.pair\": 0.3, \"eval_template.count\": 0.6, \"eval_train_align\": 0.6, \"eval_train_template.pair\": 0.5}}}]}"
 done
@@ -108,7 +110,7 @@ done
 check "200 eval grids for the big experiment" [ $ok = 1 ]
 
 mkdir -p "${BUILD:-build}/screenshots"
-export BASE TOKEN=$ADMIN WORKER_TOKEN=$WTOKEN WORKER_ID=$WID EXP_A=$A EXP_B=$B EXP_BIG=$BIG NEXT_SEQ_A=43 CHROMIUM \
+export BASE TOKEN=$ADMIN WORKER_TOKEN=$WTOKEN WORKER_ID=$WID EXP_A=$A EXP_B=$B EXP_C=$C EXP_BIG=$BIG NEXT_SEQ_A=43 CHROMIUM \
     SCREENSHOTS="${BUILD:-build}/screenshots"
 node tests/browser/dashboard.test.mjs >"$TMP/node.out" 2>&1
 rc=$?

@@ -1,7 +1,8 @@
 // Compare: pick experiments; overlaid reward_mean and eval_align curves, final eval_align with
-// each run's gain over its base model and the gain relative to the first picked one's, the same
-// per caption template, their eval grids side by side at one iteration (the held-out seeds are
-// the same in every run), and each one's config diff against the first.
+// each run's gain over its base model and the gain relative to the first picked one's, runs that
+// differ only in the seed as one method (mean and spread over seeds), the final figures per
+// caption template, their eval grids side by side at one iteration (the held-out seeds are the
+// same in every run), and each one's config diff against the first.
 import { api } from '../api.js';
 import { h, fmt } from '../dom.js';
 import { Chart } from '../charts.js';
@@ -61,6 +62,34 @@ export async function comparePage(root, { query }, onLeave) {
           h('td', { class: 'num', 'data-gain': '' }, signed(gain)),
           h('td', { class: 'num', 'data-relative-gain': '' }, gain == null || !refGain ? '–' : (gain / refGain).toFixed(2)));
       }))));
+
+  // The paper's table: runs whose configs differ only in their seed are one method, reported as
+  // the mean and spread over its seeds, each method's mean gain relative to the first one's.
+  const withoutSeed = (c) => JSON.stringify(Object.keys(c || {}).filter((k) => k !== 'seed').sort().map((k) => [k, c[k]]));
+  const methods = [];
+  for (const r of runs) {
+    const key = withoutSeed(r.exp.config);
+    const m = methods.find((x) => x.key === key);
+    if (m) m.runs.push(r); else methods.push({ key, runs: [r] });
+  }
+  if (methods.some((m) => m.runs.length > 1)) {
+    const meanSd = (xs) => {
+      const n = xs.length, mean = xs.reduce((a, b) => a + b, 0) / n;
+      return [n ? mean : null, n > 1 ? Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (n - 1)) : null];
+    };
+    const known = (xs) => xs.filter((x) => x != null);
+    const rows = methods.map((m) => ({ m, final: meanSd(known(m.runs.map((r) => last(r.series.eval_align)))), gain: meanSd(known(m.runs.map(gainOf))) }));
+    const ref = rows[0].gain[0];
+    root.append(h('h2', {}, 'Over seeds (runs whose configs differ only in the seed)'),
+      h('table', { 'data-over-seeds': '' },
+        h('thead', {}, h('tr', {}, ['method', 'runs', 'seeds', 'mean final eval align', 'sd', 'mean gain', 'relative gain'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, rows.map(({ m, final, gain }) => h('tr', {},
+          h('td', {}, label(m.runs[0])), h('td', { class: 'num' }, String(m.runs.length)),
+          h('td', {}, m.runs.map((r) => r.exp.config?.seed ?? 'default').join(', ')),
+          h('td', { class: 'num' }, fmt(final[0])), h('td', { class: 'num' }, fmt(final[1])),
+          h('td', { class: 'num' }, signed(gain[0])),
+          h('td', { class: 'num', 'data-relative-gain': '' }, gain[0] == null || !ref ? '–' : (gain[0] / ref).toFixed(2)))))));
+  }
 
   // the same per caption template: which scenes each method moves (held out, ODE)
   const present = TEMPLATES.filter((t) => runs.some((r) => r.series[`eval_template.${t}`]));
