@@ -13,14 +13,24 @@
 #   tests/bench/bench_grpo.sh WORKER_BINARY PYTHON_WITH_TORCH
 # On a machine shared with other busy processes, export OMP_WAIT_POLICY=PASSIVE for both peers
 # (see bench_sample.sh); the table shows the policy each peer ran with.
-# Environment: MODEL (models/shapes-small.safetensors), ROUNDS (3), ITERATIONS (6 per round),
-#              WARMUP (1 dropped per round), THREADS (nproc), OUT (build/bench/grpo.json),
-#              WORK (build/bench/grpo: configs, run folders and logs)
+# SHAPE=demo benchmarks the shipped demo's iteration instead (deploy/experiments/demo-chunk-grpo.json:
+# 16 prompts x 8 trajectories, 11 steps, eta 1.2, chunks 1,1,1,7 all trained, batch 64, one AdamW
+# step per iteration with beta1 0.98, lr 2e-5).
+# Environment: SHAPE (paper), MODEL (models/shapes-small.safetensors), ROUNDS (3), ITERATIONS (6
+#              per round), WARMUP (1 dropped per round), THREADS (nproc), OUT
+#              (build/bench/grpo[-demo].json), WORK (build/bench/grpo[-demo]: configs, run folders
+#              and logs)
 set -euo pipefail
 worker=$1 py=$2
+shape=${SHAPE:-paper}
+case $shape in
+    paper) P=4 steps=17 chunks=2,1,2,11 frac=0.5 eta=0.7 lr=1e-5 beta1=0.9 opt_step=group batch=32 suffix= ;;
+    demo) P=16 steps=11 chunks=1,1,1,7 frac=1.0 eta=1.2 lr=2e-5 beta1=0.98 opt_step=iteration batch=64 suffix=-demo ;;
+    *) echo "bench-grpo: SHAPE must be paper or demo, not '$shape'" >&2; exit 1 ;;
+esac
 model=${MODEL:-models/shapes-small.safetensors} rounds=${ROUNDS:-3} iters=${ITERATIONS:-6}
-warmup=${WARMUP:-1} threads=${THREADS:-$(nproc)} out=${OUT:-build/bench/grpo.json}
-work=${WORK:-build/bench/grpo}
+warmup=${WARMUP:-1} threads=${THREADS:-$(nproc)} out=${OUT:-build/bench/grpo$suffix.json}
+work=${WORK:-build/bench/grpo$suffix}
 if ! "$py" -c 'import torch' 2>/dev/null; then
     echo "bench-grpo: $py cannot import torch; install it with CHUNKGRPO_WITH_TORCH=1 deploy/install-deps.sh" >&2
     exit 1
@@ -40,28 +50,29 @@ cat >"$work/config.json" <<EOF
   "kind": "grpo",
   "model": "$model",
   "method": "chunk_grpo",
-  "chunks": "2,1,2,11",
-  "train_fraction": 0.5,
+  "chunks": "$chunks",
+  "train_fraction": $frac,
   "iterations": $iters,
-  "prompts_per_iter": 4,
+  "prompts_per_iter": $P,
   "group_size": 8,
   "same_noise": true,
-  "steps": 17,
+  "steps": $steps,
   "shift": 3,
-  "eta": 0.7,
+  "eta": $eta,
   "sde": "flow",
-  "lr": 1e-5,
+  "lr": $lr,
+  "beta1": $beta1,
   "clip_eps": 1e-3,
   "adv_clip": 5,
   "weight_decay": 1e-4,
   "grad_clip": 1.0,
   "kl_coef": 0,
-  "optimizer_step": "group",
+  "optimizer_step": "$opt_step",
   "eval_every": 0,
   "eval_prompts": 1,
   "eval_seeds": 1,
   "checkpoint_every": 1000000,
-  "batch": 32,
+  "batch": $batch,
   "threads": $threads,
   "seed": 1
 }
@@ -91,9 +102,10 @@ res["ratio_max"] = [r["ratio_max"] for r in rows]
 print(json.dumps(res))
 PY
     "$py" -B tests/bench/grpo_torch.py --model "$model" --prompts "$work/prompts.txt" \
-        --iterations "$iters" --prompts-per-iter 4 --group-size 8 --steps 17 --shift 3 --eta 0.7 \
-        --chunks 2,1,2,11 --train-fraction 0.5 --clip-eps 1e-3 --adv-clip 5 --lr 1e-5 \
-        --weight-decay 1e-4 --grad-clip 1.0 --batch 32 --threads "$threads" --seed 1 >>"$out"
+        --iterations "$iters" --prompts-per-iter "$P" --group-size 8 --steps "$steps" --shift 3 \
+        --eta "$eta" --chunks "$chunks" --train-fraction "$frac" --clip-eps 1e-3 --adv-clip 5 \
+        --lr "$lr" --beta1 "$beta1" --optimizer-step "$opt_step" --weight-decay 1e-4 \
+        --grad-clip 1.0 --batch "$batch" --threads "$threads" --seed 1 >>"$out"
 done
 "$py" -B - "$out" "$warmup" "$model" <<'PY'
 import json, platform, statistics, sys
@@ -114,8 +126,9 @@ e0, p0 = eng[0], pt[0]
 n_kept = len(kept(e0, "total"))
 print(f"\nChunk-GRPO iteration, chunkgrpo-worker vs PyTorch {p0['torch']} (CPU), {model}: "
       f"{p0['prompts_per_iter']} prompts x {p0['group_size']} trajectories, {p0['steps']} steps "
-      f"(flow SDE, eta 0.7, shift 3), chunks {e0['chunks']}, {p0['n_train']} of "
-      f"{len(p0['chunks'])} trained, batch {p0['batch']}, AdamW per group; {e0['threads']} threads, "
+      f"(flow SDE, eta {p0['eta']}, shift 3), chunks {e0['chunks']}, {p0['n_train']} of "
+      f"{len(p0['chunks'])} trained, batch {p0['batch']}, AdamW per {p0['optimizer_step']}; "
+      f"{e0['threads']} threads, "
       f"{len(eng)} rounds x {n_kept} iterations (first {warm} of each round dropped); "
       f"OMP_WAIT_POLICY chunkgrpo {e0['omp_wait_policy']}, PyTorch {p0['omp_wait_policy']}; {cpu}")
 print("| phase | chunkgrpo s | PyTorch s | speed-up (median) | per-round range |")

@@ -23,7 +23,9 @@ One iteration (spec/algorithm.md sections 2 to 4, the C runner's order and batch
             elements), per item the chunk ratio exp(mean logp_new - mean logp_old) and the
             clipped loss max(-A r, -A clamp(r, 1-eps, 1+eps)), scaled by 1 / (G x chunks
             trained), one backward; after the group, global gradient-norm clip and one AdamW
-            step. Items with advantage exactly 0 are skipped, as in C.
+            step (--optimizer-step iteration: the gradients of every group accumulate, scaled
+            by 1 / (P x G x chunks trained), into one step after the last group, as the demo
+            trains). Items with advantage exactly 0 are skipped, as in C.
 Like the C engine (acts_set_batch), this peer runs only the packed rows of each training call, so
 both do the same model work for the same items.
 
@@ -75,6 +77,9 @@ def main():
     ap.add_argument("--clip-eps", type=float, default=1e-3)
     ap.add_argument("--adv-clip", type=float, default=5.0)
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--beta1", type=float, default=0.9)
+    ap.add_argument("--optimizer-step", choices=("group", "iteration"), default="group",
+                    help="one AdamW step per group, or one per iteration over every group")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--batch", type=positive, default=32)
@@ -112,7 +117,7 @@ def main():
     # as grpo_runner.c: the sampler batch is min(batch, n), at least the largest chunk
     batch = max(min(args.batch, n), trainable)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(args.beta1, 0.999), eps=1e-8,
                             weight_decay=args.weight_decay)
     params = [p for p in model.parameters()]
     gen = torch.Generator().manual_seed(args.seed)
@@ -170,13 +175,15 @@ def main():
     def optimize(x_all, logp_old, tokens, rewards):
         adv = grpo_ref.advantages(rewards.view(P, G), clip=args.adv_clip).reshape(n)
         chosen = [sorted(torch.randperm(K, generator=gen)[:n_train].tolist()) for _ in range(n)]
-        scale = 1.0 / (G * n_train)
+        per_iteration = args.optimizer_step == "iteration"
+        scale = 1.0 / ((P if per_iteration else 1) * G * n_train)
         rows = calls = 0
         ratios = []
         for g in range(P):
             items = [(b, ch, float(adv[b])) for b in range(g * G, (g + 1) * G) for ch in chosen[b]
                      if float(adv[b]) != 0.0]
-            opt.zero_grad()
+            if not per_iteration or g == 0:
+                opt.zero_grad()
             first = 0
             while first < len(items):
                 last, used = first, 0
@@ -187,8 +194,9 @@ def main():
                 rows, calls = rows + r, calls + 1
                 ratios.append(ratio)
                 first = last
-            torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-            opt.step()
+            if not per_iteration or g == P - 1:
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+                opt.step()
         ratios = torch.cat(ratios) if ratios else torch.ones(1)
         return rows, calls, float(ratios.min()), float(ratios.max())
 
@@ -209,7 +217,8 @@ def main():
                       "openblas_threads": os.environ["OPENBLAS_NUM_THREADS"],
                       "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
                       "model": args.model, "prompts_per_iter": P, "group_size": G, "steps": N,
-                      "chunks": sizes, "n_train": n_train, "batch": batch, **res}))
+                      "chunks": sizes, "n_train": n_train, "batch": batch, "eta": args.eta,
+                      "optimizer_step": args.optimizer_step, **res}))
 
 
 if __name__ == "__main__":
