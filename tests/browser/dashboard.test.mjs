@@ -234,6 +234,13 @@ try {
     assert(rows[1][0].includes('beta-step') && rows[1][1] === '1' && rows[1].slice(3).join(' ') === '0.469 – +0.01903 0.32', `B: ${rows[1]}`);
     assert((await page.$$('table[data-final] tbody tr')).length === 3, 'the per-run table keeps every run');
   });
+  await check('an experiment that is not a GRPO run has no evaluation-by-template section', async () => {
+    const r = await fetch(`${BASE}/api/v1/experiments?limit=200`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    const ev = (await r.json()).items.find((e) => e.name === 'queued-eval');
+    await page.goto(`${BASE}/#/experiments/${ev.id}`);
+    await page.waitForSelector('[data-charts-drawn]');
+    assert(!(await page.$('[data-templates]')) && !(await page.textContent('main')).includes('caption template'), 'a template section on an eval experiment');
+  });
   await check('workers: the registered worker with its device', async () => {
     await page.goto(`${BASE}/#/workers`);
     const t = await page.textContent('table[data-page=workers]');

@@ -159,7 +159,10 @@ export async function experimentPage(root, { match }, onLeave) {
   const templateBox = h('div', { 'data-templates': '' });
   const logBox = h('pre', { 'data-logs': '' });
   const artifactBody = h('tbody');
-  root.append(head, h('h2', {}, 'Metrics'), chartBox, profileBox, h('h2', {}, 'Evaluation by caption template'), templateBox,
+  // only a GRPO run evaluates as it trains
+  const grpo = exp.kind === 'grpo';
+  root.append(head, h('h2', {}, 'Metrics'), chartBox, profileBox,
+    ...(grpo ? [h('h2', {}, 'Evaluation by caption template'), templateBox] : []),
     h('h2', {}, 'Eval samples'), galleryBox,
     h('h2', {}, 'Rollout group'), groupBox, h('h2', {}, 'Logs'), logBox,
     h('h2', {}, 'Artifacts'), h('table', {}, h('tbody', {}, artifactBody)),
