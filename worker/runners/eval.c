@@ -94,11 +94,12 @@ static const char *const *eval_prompt_set(const EvalConfig *c, int *np)
     return world_prompts(strcmp(c->prompts, "train") == 0 ? PROMPTS_TRAIN : PROMPTS_HELDOUT, np);
 }
 
-/* Item i of n taken evenly through list [count] (n <= count; n == count takes it whole). The
- * world's sets are ordered by template, so the first n would be one or two templates. */
-static const char *spread_pick(const char *const *list, int count, int i, int n)
+/* The index of item i of n taken evenly through a list of count (n <= count; n == count takes
+ * it whole). The world's sets are ordered by template, so the first n would be one or two
+ * templates. */
+static int spread_index(int count, int i, int n)
 {
-    return list[(int64_t)i * count / n];
+    return (int)((int64_t)i * count / n);
 }
 
 /* Samples tokens [n, T] through the policy with the given sampler settings (the transitions
@@ -209,7 +210,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         goto done;
     }
     for (int i = 0; i < np; i++) {
-        prompts[i] = spread_pick(list, listed, i, np);
+        prompts[i] = list[spread_index(listed, i, np)];
         tpl[i] = prompt_template(prompts[i]);
     }
     json_object_set_new(report, "model", json_string(c->model));
@@ -231,14 +232,11 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         TemplateMeans by_tpl = {0};
         double sum = 0;
         for (int i = 0; i < np; i++) best[i] = -INFINITY;
+        for (int i = 0; i < np; i++) tokenize(vocab, prompts[i], T, tokens + i * T);
         for (int k = 0; k < c->ode_seeds; k++) {
-            for (int i = 0; i < np; i++) {
-                tokenize(vocab, prompts[i], T, tokens + i * T);
-                prompt_of[i] = prompts[i];
-            }
-            if (sample_and_score(
-                    pol, hybrid ? base : NULL, eval_hybrid_steps(c->hybrid_steps, c->steps), &sc,
-                    tokens, prompt_of, np, (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
+            if (sample_and_score(pol, hybrid ? base : NULL,
+                                 eval_hybrid_steps(c->hybrid_steps, c->steps), &sc, tokens, prompts,
+                                 np, (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
                 goto done;
             for (int i = 0; i < np; i++) {
                 sum += res[i].score;
@@ -291,7 +289,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         sc.kind = SAMPLER_SDE;
         sc.noise_group = c->same_noise ? G : 0;
         for (int i = 0; i < n_sde; i++) {
-            prompt_of[i] = spread_pick(prompts, np, i / G, groups);
+            prompt_of[i] = prompts[spread_index(np, i / G, groups)];
             tokenize(vocab, prompt_of[i], T, tokens + i * T);
         }
         if (sample_and_score(pol, NULL, 0, &sc, tokens, prompt_of, n_sde,
@@ -302,7 +300,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         KindMeans kinds = {0};
         TemplateMeans by_tpl = {0};
         for (int g = 0; g < groups; g++) {
-            int t = prompt_template(prompt_of[g * G]);
+            int t = tpl[spread_index(np, g, groups)]; /* the group's prompt's template */
             double mean = 0, var = 0, lo = 1e9, hi = -1e9;
             for (int j = 0; j < G; j++) {
                 const AlignResult *r = &res[g * G + j];

@@ -638,8 +638,8 @@ static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err,
     ec.hybrid_steps = c->hybrid_steps;
     char dir[PATH_BUF + 80]; /* room for /train after it */
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
-    *s = (EvalScores){NAN, NAN, NAN, {0}, {0}};
-    for (int k = 0; k < TEMPLATE_KINDS; k++) s->by_template[k] = s->train_by_template[k] = NAN;
+    *s = (EvalScores){.train_align = NAN}; /* the held-out pass fills the rest */
+    for (int k = 0; k < TEMPLATE_KINDS; k++) s->train_by_template[k] = NAN;
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
                  c->ema_decay);
