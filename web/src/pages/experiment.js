@@ -26,7 +26,7 @@ const FOUND = [
 ];
 // The world's caption templates in docs/prompts.md's order; others (none today) after them.
 export const TEMPLATES = ['plain', 'sized', 'positioned', 'count', 'pair', 'relation'];
-const EVAL_KEY = /^eval_(?:train_)?(?:align|template\..+)$/;
+const TEMPLATE_KEY = /^eval_(?:train_)?template\.(.+)$/;
 const byNumber = (a, b) => a.localeCompare(b, 'en', { numeric: true });
 export const GALLERY = /^eval\/iter-(\d+)\/ode_grid\.png$/;
 const GROUP = /^groups\/iter-(\d+)\.(png|json)$/;
@@ -78,20 +78,24 @@ function groupView(id, iteration, byIter, onLeave) {
 
 // Held-out and training-prompt align per caption template, the first evaluation against the
 // latest: where a run gains, and how much of it carries over to prompts it never trains on.
-// evals: key -> {first: [iteration, value], last: [iteration, value]}.
-function templateTable(evals) {
-  const names = [...new Set(Object.keys(evals).map((k) => k.match(/template\.(.+)$/)?.[1]).filter(Boolean))];
+// seriesOf(key): the {iteration, value} series its chart holds, if any; keys: every charted key.
+function templateTable(seriesOf, keys) {
+  const names = [...new Set(keys.map((k) => k.match(TEMPLATE_KEY)?.[1]).filter(Boolean))];
   const rank = (n) => (TEMPLATES.indexOf(n) + 1) || TEMPLATES.length + 1;
   names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   if (!names.length) return h('p', { class: 'muted' }, 'No evaluations by template yet.');
+  const ends = (key) => {
+    const s = seriesOf(key);
+    return s?.value.length ? [0, s.value.length - 1].map((i) => [s.iteration[i], s.value[i]]) : null;
+  };
   const cells = (key) => {
-    const e = evals[key];
+    const e = ends(key);
     if (!e) return [h('td'), h('td'), h('td')];
-    const gain = e.last[1] - e.first[1];
-    return [h('td', { class: 'num' }, fmt(e.first[1], 3)), h('td', { class: 'num' }, fmt(e.last[1], 3)),
+    const gain = e[1][1] - e[0][1];
+    return [h('td', { class: 'num' }, fmt(e[0][1], 3)), h('td', { class: 'num' }, fmt(e[1][1], 3)),
       h('td', { class: 'num', 'data-gain': '' }, `${gain >= 0 ? '+' : ''}${fmt(gain, 2)}`)];
   };
-  const span = (key) => evals[key] ? `iteration ${evals[key].first[0]} → ${evals[key].last[0]}` : '';
+  const span = (key) => { const e = ends(key); return e ? `iteration ${e[0][0]} → ${e[1][0]}` : ''; };
   return h('table', { 'data-template-table': '' },
     h('thead', {},
       h('tr', {}, h('th'), h('th', { colSpan: 3 }, `held-out prompts ${span('eval_align')}`),
@@ -190,18 +194,9 @@ export async function experimentPage(root, { match }, onLeave) {
   }
   for (const key of Object.keys(metrics.series).sort(byNumber)) chartFor(key)?.set(key, metrics.series[key]);
   charts.forEach((c) => c.draw());
-  const evals = {};
-  const noteEval = (key, iteration, value) => {
-    const e = evals[key];
-    if (!e) evals[key] = { first: [iteration, value], last: [iteration, value] };
-    else {
-      if (iteration <= e.first[0]) e.first = [iteration, value];
-      if (iteration >= e.last[0]) e.last = [iteration, value];
-    }
-  };
-  for (const [key, s] of Object.entries(metrics.series))
-    if (EVAL_KEY.test(key)) s.iteration.forEach((it, i) => noteEval(key, it, s.value[i]));
-  templateBox.replaceChildren(templateTable(evals));
+  // the template table reads the charts' own series
+  const drawTemplates = () => templateBox.replaceChildren(templateTable((k) => chartOf.get(k)?.series[k], [...chartOf.keys()]));
+  drawTemplates();
   root.dataset.chartsDrawn = 'yes';
 
   const arts = artifacts.items;
@@ -242,9 +237,7 @@ export async function experimentPage(root, { match }, onLeave) {
   onLeave(subscribe(`/experiments/${id}/events`, ({ type, data }) => {
     if (type === 'metrics') {
       for (const [key, v] of Object.entries(data.values)) chartFor(key)?.append(key, data.iteration, v);
-      const evalKeys = Object.keys(data.values).filter((k) => EVAL_KEY.test(k));
-      evalKeys.forEach((k) => noteEval(k, data.iteration, data.values[k]));
-      if (evalKeys.length) templateBox.replaceChildren(templateTable(evals));
+      if (Object.keys(data.values).some((k) => k.startsWith('eval_'))) drawTemplates();
       exp.latest = { ...exp.latest, ...data.values };
     } else if (type === 'status') { Object.assign(exp, data); drawHead(); }
     else if (type === 'progress') { exp.progress = data; drawHead(); }
