@@ -188,6 +188,37 @@ int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, char *err,
     return 0;
 }
 
+int png_encode_rgb(const uint8_t *rgb, int w, int h, uint8_t **out, size_t *len, char *err,
+                   size_t errlen)
+{
+    *out = NULL, *len = 0;
+    if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || !rgb) {
+        errbuf_printf(err, errlen, "cannot encode a %dx%d image (sides must be 1..%d)", w, h,
+                      IMAGE_MAX_SIDE);
+        return -1;
+    }
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *fp = open_memstream(&buf, &size); /* the encoder writes to a FILE: give it memory */
+    if (!fp) {
+        errbuf_printf(err, errlen, "cannot encode a PNG: %s", strerror(errno));
+        return -1;
+    }
+    PngErr pe = {{0}};
+    int rc = pngio_encode(fp, rgb, w, h, &pe);
+    if (fclose(fp) != 0 && rc == 0) {
+        snprintf(pe.msg, sizeof pe.msg, "%s", strerror(errno));
+        rc = -1;
+    }
+    if (rc != 0) {
+        errbuf_printf(err, errlen, "cannot encode a PNG: %s", pe.msg);
+        free(buf);
+        return -1;
+    }
+    *out = (uint8_t *)buf, *len = size;
+    return 0;
+}
+
 /*
  * Decodes the PNG whose 8 signature bytes have already been read from fp. Returns 0 with *out
  * (malloc'd, owned by the caller) and the size, or -1 with pe->msg set and nothing allocated.

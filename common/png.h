@@ -35,6 +35,14 @@
 int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, char *err, size_t errlen);
 
 /*
+ * Encodes the w x h RGB image `rgb` as a PNG file's bytes in memory, for sending over the network.
+ * Returns 0 with *out (malloc'd, *len bytes, OWNED BY THE CALLER, free() it), or -1 with *out =
+ * NULL and a message.
+ */
+int png_encode_rgb(const uint8_t *rgb, int w, int h, uint8_t **out, size_t *len, char *err,
+                   size_t errlen);
+
+/*
  * Reads the PNG at path and converts it to 8-bit RGB: palette and grayscale (any bit depth) are
  * expanded, 16-bit channels are reduced to 8 bits, an alpha channel (or tRNS chunk) is dropped
  * (not composited), interlaced files are de-interlaced.

@@ -54,6 +54,29 @@ static void test_round_trip(void)
     }
 }
 
+/* The in-memory encoder's bytes are the PNG file the reader reads back. */
+static void test_encode_in_memory(void)
+{
+    int w = 13, h = 6;
+    uint8_t *src = random_rgb(w, h, 7), *png = NULL, *got = NULL;
+    size_t len = 0;
+    char err[512] = "";
+    CHECK_MSG(png_encode_rgb(src, w, h, &png, &len, err, sizeof err) == 0, "%s", err);
+    CHECK(png && len > 8 && memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0);
+    const char *path = test_tmp_path("mem.png");
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(png, 1, len, f) == len);
+    if (f) fclose(f);
+    int gw = 0, gh = 0;
+    CHECK_MSG(png_read_rgb(path, &got, &gw, &gh, err, sizeof err) == 0, "%s", err);
+    CHECK(gw == w && gh == h && got && memcmp(got, src, (size_t)w * h * 3) == 0);
+    free(png);
+    CHECK(png_encode_rgb(src, 0, h, &png, &len, err, sizeof err) == -1 && !png && len == 0);
+    CHECK(strstr(err, "0x6") != NULL);
+    free(got), free(src);
+    unlink(path);
+}
+
 static void test_overwrite_is_atomic(void)
 {
     const char *path = test_tmp_path("ow.png");
@@ -302,6 +325,7 @@ int main(void)
 {
     test_tmpdir_create();
     TEST_RUN(test_round_trip);
+    TEST_RUN(test_encode_in_memory);
     TEST_RUN(test_overwrite_is_atomic);
     TEST_RUN(test_write_errors);
     TEST_RUN(test_read_converts_formats);
