@@ -36,6 +36,28 @@ const char *const precision_names[] = {"tf32", "fp32", "bf16", NULL};
             "the cpu backend is always fp32"                                                       \
     }
 
+/* The reward server's fields (RemoteSettings) of a kind's table. */
+// clang-format off
+#define REMOTE_CONFIG_FIELDS(Type)                                                                 \
+    {"remote_url", CONFIG_STRING, offsetof(Type, remote.url), 0, 0, "\"\"", NULL,                 \
+     "a user's reward server (http:// or https://; deploy/reward-server/ is an example): every "   \
+     "image is sent to its POST /v1/score as PNG with its prompt. grpo trains on its score as "    \
+     "the reward component remote (at weight 0 it is logged beside the training reward without "   \
+     "steering it: a gold reward beside the proxy) and adds eval_remote to each held-out "         \
+     "evaluation; eval adds remote_mean to its ODE figures. \"\" = none"},                         \
+    {"remote_reward", CONFIG_STRING, offsetof(Type, remote.reward), 0, 0, "\"default\"", NULL,     \
+     "the reward name sent with each request (a server may offer several)"},                       \
+    {"remote_timeout", CONFIG_FLOAT, offsetof(Type, remote.timeout_s), 0.1, 3600, "60", NULL,      \
+     "seconds one request to the reward server may take before it is retried"},                    \
+    {"remote_retries", CONFIG_INT, offsetof(Type, remote.retries), 0, 20, "4", NULL,               \
+     "retries of a request that failed to connect, timed out or got HTTP 429 or 5xx, after "       \
+     "0.5, 1, 2, 4 ... s (at most 30 s); a request the server refuses (other 4xx) is not "         \
+     "retried. Images the server answers with an error count as failed (in training each "         \
+     "takes its group's mean); a run stops when more than half of a batch of images fail"},       \
+    {"remote_batch", CONFIG_INT, offsetof(Type, remote.batch), 1, 4096, "64", NULL,                \
+     "images per request to the reward server"}
+// clang-format on
+
 static const char *const sde_kinds[] = {"flow", "dance", "cps", NULL};
 static const char *const eval_modes[] = {"ode", "hybrid", NULL};
 
@@ -129,6 +151,7 @@ const ConfigField eval_fields[] = {
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
     RUNTIME_CONFIG_FIELDS(EvalConfig),
     F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
+    REMOTE_CONFIG_FIELDS(EvalConfig),
 };
 const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
 #undef F
@@ -143,7 +166,7 @@ static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
 static const char *const optimizer_steps[] = {"group", "iteration", NULL};
 static const char *const lr_schedules[] = {"constant", "cosine", NULL};
 const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1] = {
-    "align", "clean", "object", "size", "position", "relation", "count", NULL};
+    "align", "clean", "object", "size", "position", "relation", "count", "remote", NULL};
 _Static_assert(EXPERIMENT_REWARDS <= CONFIG_WEIGHTS_MAX, "ConfigWeights holds every reward");
 
 const ConfigField grpo_fields[] = {
@@ -234,13 +257,15 @@ const ConfigField grpo_fields[] = {
      "the training reward, a weighted sum of: align (the graded alignment, docs/prompts.md), "
      "clean (its cleanliness factor alone: ink the prompt did not ask for costs score), and "
      "align's requirement kinds object, size, position, relation, count (each the mean score of "
-     "the prompt's requirements of that kind; 1 when it asks none). Advantages are normalised "
-     "per group, so only the weights' ratios matter. Every component is logged each iteration"},
+     "the prompt's requirements of that kind; 1 when it asks none), and remote (the score of "
+     "the reward server at remote_url). Advantages are normalised per group, so only the "
+     "weights' ratios matter. Every component is logged each iteration"},
     {"chunk_rewards", CONFIG_WEIGHTS_LIST, offsetof(GrpoRunConfig, chunk_rewards), 0, 1000, "[]",
      experiment_reward_names,
      "per-chunk reward choice (algorithm.md section 5, beyond the paper): one weights object "
      "per chunk, high noise first (per trainable step for step-level grpo); a chunk's advantages "
      "come from its own reward, normalised within the group. [] = every chunk uses rewards"},
+    REMOTE_CONFIG_FIELDS(GrpoRunConfig),
     F(eval_every, CONFIG_INT, 0, 1000000, "10",
       "iterations between held-out evaluations; 0 = end only"),
     F(eval_prompts, CONFIG_INT, 1, 100000, "64",
@@ -366,12 +391,42 @@ static int sde_eta_check(const char *sde, double eta, char *err, size_t errlen)
     return 0;
 }
 
+/* A reward server is named by an http(s) URL. */
+static int remote_url_check(const RemoteSettings *r, char *err, size_t errlen)
+{
+    if (r->url[0] && strncmp(r->url, "http://", 7) != 0 && strncmp(r->url, "https://", 8) != 0) {
+        snprintf(err, errlen, "config.remote_url: \"%s\" is not an http:// or https:// URL",
+                 r->url);
+        return -1;
+    }
+    return 0;
+}
+
 static int eval_check(const void *cfg, char *err, size_t errlen)
 {
     const EvalConfig *c = cfg;
-    if (sde_eta_check(c->sde, c->eta, err, errlen)) return -1;
+    if (sde_eta_check(c->sde, c->eta, err, errlen) || remote_url_check(&c->remote, err, errlen))
+        return -1;
     if (strcmp(c->mode, "hybrid") == 0 && !c->base_model[0]) {
         snprintf(err, errlen, "config.base_model: hybrid evaluation needs the base checkpoint");
+        return -1;
+    }
+    return 0;
+}
+
+/* A remote weight needs a server to ask. */
+static int grpo_remote_check(const GrpoRunConfig *c, char *err, size_t errlen)
+{
+    if (remote_url_check(&c->remote, err, errlen)) return -1;
+    if (c->remote.url[0]) return 0;
+    const char *field = c->rewards.w[EXPERIMENT_REWARD_REMOTE] != 0 ? "rewards" : NULL;
+    for (int k = 0; !field && k < c->chunk_rewards.count; k++)
+        if (c->chunk_rewards.item[k].w[EXPERIMENT_REWARD_REMOTE] != 0) field = "chunk_rewards";
+    if (field) {
+        snprintf(err, errlen,
+                 "config.%s: weighs the remote reward, but config.remote_url names no reward "
+                 "server",
+                 field);
         return -1;
     }
     return 0;
@@ -400,6 +455,7 @@ static int grpo_check(const void *cfg, char *err, size_t errlen)
                  strcmp(c->method, "grpo") == 0 ? "steps (step level)" : "chunks");
         return -1;
     }
+    if (grpo_remote_check(c, err, errlen)) return -1;
     if (c->chunk_rewards.count && c->chunk_rewards.count != chunks) {
         snprintf(err, errlen,
                  "config.chunk_rewards: %d entries, but the run trains %d %s (one reward each, "

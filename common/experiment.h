@@ -46,6 +46,16 @@ typedef struct {
     char precision[CONFIG_STRING_MAX];
 } PretrainConfig;
 
+/* A user's reward server (spec architecture.md, "Rewards"; worker/rewards/remote.h), the
+ * config fields remote_url, remote_reward, remote_timeout, remote_retries and remote_batch of the
+ * kinds that can ask one (grpo, eval). */
+typedef struct {
+    char url[CONFIG_STRING_MAX]; /* "" = none */
+    char reward[CONFIG_STRING_MAX];
+    double timeout_s;
+    int retries, batch;
+} RemoteSettings;
+
 /* kind "eval": scoring a checkpoint on fixed prompts and seeds (worker/runners/eval.h). */
 typedef struct {
     char model[CONFIG_STRING_MAX];
@@ -61,6 +71,7 @@ typedef struct {
     int batch, threads, grid_images;
     char backend[CONFIG_STRING_MAX];
     char precision[CONFIG_STRING_MAX];
+    RemoteSettings remote; /* scores the ODE samples too, when it names a server */
 } EvalConfig;
 
 #define EXPERIMENT_MAX_EPOCHS 16 /* grpo's passes over one iteration's rollouts */
@@ -87,6 +98,7 @@ typedef struct {
     double kl_coef, ema_decay;
     ConfigWeights rewards;           /* by experiment_reward_names */
     ConfigWeightsList chunk_rewards; /* [] or one per chunk */
+    RemoteSettings remote;
     int eval_every, eval_prompts, eval_seeds, eval_steps, eval_train_prompts;
     int64_t eval_seed;
     char eval_mode[CONFIG_STRING_MAX];
@@ -99,8 +111,10 @@ typedef struct {
 /* The rewards a grpo config weighs (config.rewards, config.chunk_rewards), NULL-terminated, in
  * the order of ConfigWeights.w: "align" (the graded alignment), "clean" (its cleanliness
  * factor), then align's requirement kinds "object", "size", "position", "relation", "count"
- * (worker/rewards/reward.h computes them). */
-#define EXPERIMENT_REWARDS 7
+ * (worker/rewards/reward.h computes them), and "remote", the score of the reward server at
+ * config.remote_url (worker/rewards/remote.h). */
+#define EXPERIMENT_REWARDS 8
+#define EXPERIMENT_REWARD_REMOTE 7 /* "remote"'s index */
 extern const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1];
 
 /* kind "profile": the temporal-dynamics profile of a model (worker/runners/profile.h). */

@@ -125,6 +125,21 @@ static void test_checks_across_fields(void)
                  "\"clean\": 0.5}, \"chunk_rewards\": [{\"position\": 1}, {\"object\": 1}]}");
     expect_error("{\"kind\": \"grpo\", \"rewards\": {\"pickscore\": 1}}",
                  "config.rewards: \"pickscore\" is not one of \"align\" \"clean\" \"object\"");
+    /* the remote reward needs its server, and the server an http(s) URL */
+    expect_error("{\"kind\": \"grpo\", \"rewards\": {\"align\": 1, \"remote\": 0.5}}",
+                 "config.rewards: weighs the remote reward, but config.remote_url names no reward "
+                 "server");
+    expect_error("{\"kind\": \"grpo\", \"chunks\": \"uniform:2\", \"chunk_rewards\": "
+                 "[{\"align\": 1}, {\"remote\": 1}]}",
+                 "config.chunk_rewards: weighs the remote reward");
+    expect_error("{\"kind\": \"grpo\", \"remote_url\": \"ftp://host/score\"}",
+                 "config.remote_url: \"ftp://host/score\" is not an http:// or https:// URL");
+    expect_error("{\"kind\": \"grpo\", \"remote_url\": \"http://h\", \"remote_batch\": 0}",
+                 "config.remote_batch");
+    /* a server with weight 0 is a reward logged beside the training one */
+    expect_valid("{\"kind\": \"grpo\", \"remote_url\": \"https://scores.example/\"}");
+    expect_valid("{\"kind\": \"grpo\", \"remote_url\": \"http://127.0.0.1:8600\", "
+                 "\"rewards\": {\"align\": 1, \"remote\": 2}}");
     /* step-level GRPO never reads the chunks */
     expect_valid("{\"kind\": \"grpo\", \"method\": \"grpo\", \"chunks\": \"2,2\"}");
     expect_error("{\"kind\": \"profile\", \"steps\": 6, \"chunk_count\": 9}",

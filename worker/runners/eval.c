@@ -15,6 +15,7 @@
 #include "ops.h"
 #include "png.h"
 #include "rewards/align.h"
+#include "rewards/remote.h"
 #include "runners/runner_util.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -149,8 +150,9 @@ done:
     return rc;
 }
 
+/* One line of samples.jsonl; remote is the reward server's score, NAN when it gave none. */
 static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_or_member,
-                       const AlignResult *r)
+                       const AlignResult *r, float remote)
 {
     json_t *o = json_object(), *reqs = json_array();
     json_object_set_new(o, "pass", json_string(pass));
@@ -165,10 +167,33 @@ static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_o
         json_array_append_new(reqs, q);
     }
     json_object_set_new(o, "requirements", reqs);
+    if (!isnan(remote)) json_object_set_new(o, "remote", json_real(remote));
     char *line = json_dumps(o, JSON_COMPACT);
     fprintf(f, "%s\n", line);
     free(line);
     json_decref(o);
+}
+
+/* The reward server's scores of ODE seed k's np images into scores [np] (NAN for an image it
+ * failed on, counted into *errors); more than half of them failing ends the evaluation. */
+static int remote_pass(RemoteReward *remote, int k, int np, const char *const *prompts,
+                       const Trajectory *tr, const ModelConfig *mc, float *scores, int *errors,
+                       char *err, size_t errlen)
+{
+    char tag[32];
+    snprintf(tag, sizeof tag, "ode-s%d", k);
+    RemoteScoreStats rs;
+    if (remote_reward_score(remote, tag, np, prompts, tr->x0_hat, mc->image_size, mc->channels,
+                            scores, &rs, err, errlen))
+        return -1;
+    *errors += rs.item_errors;
+    if (2 * rs.item_errors > np) {
+        snprintf(err, errlen,
+                 "remote reward: the server failed on %d of the %d images of seed %d (%s)",
+                 rs.item_errors, np, k, rs.first_error);
+        return -1;
+    }
+    return 0;
 }
 
 int eval_hybrid_steps(int hybrid_steps, int steps)
@@ -204,11 +229,15 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     AlignResult *res = malloc((size_t)(n_max ? n_max : 1) * sizeof *res);
     double *best = malloc((size_t)(np ? np : 1) * sizeof *best); /* [np] over the ODE seeds */
     int *tpl = malloc((size_t)(np ? np : 1) * sizeof *tpl);      /* [np], -1 outside the grammar */
+    float *remote_score = malloc((size_t)(np ? np : 1) * sizeof *remote_score); /* [np] a seed's */
     Trajectory *tr = NULL;
-    if (!log || !tokens || !prompt_of || !prompts || !res || !best || !tpl) {
+    RemoteReward *remote = NULL;
+    if (!log || !tokens || !prompt_of || !prompts || !res || !best || !tpl || !remote_score) {
         snprintf(err, errlen, "%s: cannot write, or out of memory", path);
         goto done;
     }
+    if (c->remote.url[0] && !(remote = remote_reward_open(&c->remote, err, errlen))) goto done;
+    for (int i = 0; i < np; i++) remote_score[i] = NAN;
     for (int i = 0; i < np; i++) {
         prompts[i] = list[spread_index(listed, i, np)];
         tpl[i] = prompt_template(prompts[i]);
@@ -230,7 +259,8 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         sc.kind = SAMPLER_ODE;
         KindMeans kinds = {0};
         TemplateMeans by_tpl = {0};
-        double sum = 0;
+        double sum = 0, remote_sum = 0;
+        int remote_scored = 0, remote_errors = 0;
         for (int i = 0; i < np; i++) best[i] = -INFINITY;
         for (int i = 0; i < np; i++) tokenize(vocab, prompts[i], T, tokens + i * T);
         for (int k = 0; k < c->ode_seeds; k++) {
@@ -238,7 +268,11 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                                  eval_hybrid_steps(c->hybrid_steps, c->steps), &sc, tokens, prompts,
                                  np, (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
                 goto done;
+            if (remote && remote_pass(remote, k, np, prompts, tr, mc, remote_score, &remote_errors,
+                                      err, errlen))
+                goto done;
             for (int i = 0; i < np; i++) {
+                if (!isnan(remote_score[i])) remote_sum += remote_score[i], remote_scored++;
                 sum += res[i].score;
                 best[i] = fmax(best[i], res[i].score);
                 kind_add(&kinds, &res[i]);
@@ -246,7 +280,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                     by_tpl.align[tpl[i]].sum += res[i].score;
                     by_tpl.align[tpl[i]].count++;
                 }
-                log_sample(log, "ode", prompts[i], k, &res[i]);
+                log_sample(log, "ode", prompts[i], k, &res[i], remote_score[i]);
             }
             if (k == 0 && c->grid_images) {
                 snprintf(path, sizeof path, "%s/ode_grid.png", out);
@@ -282,6 +316,12 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         }
         json_object_set_new(o, "by_requirement", kind_json(&kinds));
         json_object_set_new(o, "by_template", template_json(&by_tpl, 1));
+        if (remote) {
+            json_object_set_new(o, "remote_reward", json_string(c->remote.reward));
+            json_object_set_new(o, "remote_mean", json_real(remote_sum / remote_scored));
+            json_object_set_new(o, "remote_samples", json_integer(remote_scored));
+            json_object_set_new(o, "remote_item_errors", json_integer(remote_errors));
+        }
         json_object_set_new(report, "ode", o);
     }
     if (n_sde) {
@@ -307,7 +347,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                 mean += r->score;
                 lo = fmin(lo, r->score), hi = fmax(hi, r->score);
                 kind_add(&kinds, r);
-                log_sample(log, "sde", prompt_of[g * G], j, r);
+                log_sample(log, "sde", prompt_of[g * G], j, r, NAN);
             }
             mean /= G;
             if (t >= 0) {
@@ -350,6 +390,8 @@ done:
     free(res);
     free(best);
     free(tpl);
+    free(remote_score);
+    remote_reward_close(remote);
     return rc;
 }
 

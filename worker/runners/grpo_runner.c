@@ -19,6 +19,7 @@
 #include "ops.h"
 #include "png.h"
 #include "rewards/align.h"
+#include "rewards/remote.h"
 #include "rewards/reward.h"
 #include "runners/eval.h"
 #include "runners/runner_util.h"
@@ -60,7 +61,10 @@ typedef struct {
     GrpoItem *items;                 /* [G * n_train] */
     int *item_chunk;                 /* [G * n_train] the chunk index of each item */
     GrpoItemStats *stats;            /* [n * n_train] */
-    float *ratio_of; /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
+    float *ratio_of;          /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
+    RemoteReward *remote;     /* config.remote_url's client, or NULL */
+    float *remote_score;      /* [n] the server's answers, NAN for a failed item */
+    const char **item_prompt; /* [n] each rollout's prompt, as the server is sent it */
 } Run;
 
 static void run_free(Run *r)
@@ -77,6 +81,8 @@ static void run_free(Run *r)
     free(r->profile_mean);
     free(r->weights), free(r->chosen), free(r->items), free(r->item_chunk), free(r->stats);
     free(r->ratio_of);
+    remote_reward_close(r->remote);
+    free(r->remote_score), free(r->item_prompt);
     adamw_free(&r->opt);
     vocab_free(&r->vocab);
     prompt_list_free(&r->prompt_list);
@@ -126,6 +132,18 @@ static int setup_chunks(Run *r, int iteration, char *err, size_t errlen)
         return chunking_from_sizes(spec.size, spec.count, r->trainable, &r->chunks, err, errlen);
     }
     return -1;
+}
+
+/* Opens the reward server's client, which asks its health first. */
+static int remote_setup(Run *r, char *err, size_t errlen)
+{
+    r->remote_score = malloc((size_t)r->n * sizeof(float));
+    r->item_prompt = malloc((size_t)r->n * sizeof(char *));
+    if (!r->remote_score || !r->item_prompt) {
+        snprintf(err, errlen, "out of memory for the remote reward's scores");
+        return -1;
+    }
+    return (r->remote = remote_reward_open(&r->c->remote, err, errlen)) ? 0 : -1;
 }
 
 static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
@@ -206,7 +224,7 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
         goto oom;
     for (int i = 0; i < r->threads; i++)
         if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
-    return 0;
+    return c->remote.url[0] ? remote_setup(r, err, errlen) : 0;
 oom:
     snprintf(err, errlen, "out of memory for %d trajectories of %d steps", r->n, c->steps);
     return -1;
@@ -215,6 +233,8 @@ oom:
 /* What one iteration measured. */
 typedef struct {
     double t_sample, t_reward, t_opt;
+    double t_remote; /* of t_reward, the reward server's part */
+    int remote_errors, remote_retries;
     double reward_mean, reward_std, reward_min, reward_max;
     double comp_mean[REWARD_COMPONENTS], comp_std[REWARD_COMPONENTS];
     double adv_mean, adv_std, adv_abs_max;
@@ -234,6 +254,7 @@ typedef struct {
  * scored, or a template absent from the prompts). */
 typedef struct {
     double align, best_of_seeds, train_align;
+    double remote, train_remote; /* the reward server's means, NAN without one */
     double by_template[TEMPLATE_KINDS], train_by_template[TEMPLATE_KINDS];
 } EvalScores;
 
@@ -335,7 +356,42 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
     return 0;
 }
 
-static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
+/* The remote component of every rollout of iteration it (1-based), from the reward server. An
+ * image the server failed on takes the mean of its group's other scores, so that it moves no
+ * advantage; when more than half of the iteration's images fail, the run stops. */
+static int remote_component(Run *r, int it, IterStats *st, char *err, size_t errlen)
+{
+    const ModelConfig *mc = &r->model.cfg;
+    int n = r->n, G = r->c->group_size;
+    for (int b = 0; b < n; b++) r->item_prompt[b] = r->prompts[r->prompt_index[b / G]];
+    char tag[16];
+    snprintf(tag, sizeof tag, "%d", it);
+    RemoteScoreStats rs;
+    if (remote_reward_score(r->remote, tag, n, r->item_prompt, r->tr->x0_hat, mc->image_size,
+                            mc->channels, r->remote_score, &rs, err, errlen))
+        return -1;
+    st->remote_errors = rs.item_errors, st->remote_retries = rs.retries;
+    if (2 * rs.item_errors > n) {
+        snprintf(err, errlen,
+                 "remote reward: the server failed on %d of the %d images of iteration %d (%s)",
+                 rs.item_errors, n, it, rs.first_error);
+        return -1;
+    }
+    for (int g = 0; g < n / G; g++) {
+        double sum = 0;
+        int valid = 0;
+        for (int b = g * G; b < (g + 1) * G; b++)
+            if (!isnan(r->remote_score[b])) sum += r->remote_score[b], valid++;
+        for (int b = g * G; b < (g + 1) * G; b++)
+            r->comp[(size_t)b * REWARD_COMPONENTS + REWARD_REMOTE] =
+                isnan(r->remote_score[b]) ? (valid ? (float)(sum / valid) : 0.0f)
+                                          : r->remote_score[b];
+    }
+    return 0;
+}
+
+/* Iteration it (1-based): rollouts, rewards, advantages, updates. */
+static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
     const ModelConfig *mc = &r->model.cfg;
@@ -367,17 +423,23 @@ static int iteration(Run *r, IterStats *st, char *err, size_t errlen)
 #pragma omp atomic write
             failed = 1;
         } else {
-            float *comp = r->comp + (size_t)b * REWARD_COMPONENTS;
-            reward_components(&res, comp);
-            r->rewards[b] = reward_weighted(&c->rewards, comp);
-            for (int k = 0; k < c->chunk_rewards.count; k++)
-                r->chunk_reward[(size_t)k * n + b] =
-                    reward_weighted(&c->chunk_rewards.item[k], comp);
+            reward_components(&res, r->comp + (size_t)b * REWARD_COMPONENTS);
         }
     }
     if (failed) {
         snprintf(err, errlen, "the align reward failed on a rollout image");
         return -1;
+    }
+    if (r->remote) {
+        double t = omp_get_wtime();
+        if (remote_component(r, it, st, err, errlen)) return -1;
+        st->t_remote = omp_get_wtime() - t;
+    }
+    for (int b = 0; b < n; b++) {
+        const float *comp = r->comp + (size_t)b * REWARD_COMPONENTS;
+        r->rewards[b] = reward_weighted(&c->rewards, comp);
+        for (int k = 0; k < c->chunk_rewards.count; k++)
+            r->chunk_reward[(size_t)k * n + b] = reward_weighted(&c->chunk_rewards.item[k], comp);
     }
     double t2 = omp_get_wtime();
 
@@ -456,6 +518,9 @@ static void set_eval_scores(json_t *o, const EvalScores *e)
     json_object_set_new(o, "eval_best_of_seeds", json_real(e->best_of_seeds));
     if (!isnan(e->train_align))
         json_object_set_new(o, "eval_train_align", json_real(e->train_align));
+    if (!isnan(e->remote)) json_object_set_new(o, "eval_remote", json_real(e->remote));
+    if (!isnan(e->train_remote))
+        json_object_set_new(o, "eval_train_remote", json_real(e->train_remote));
     json_t *t = template_means_json(e->by_template);
     if (t) json_object_set_new(o, "eval_template", t);
     if ((t = template_means_json(e->train_by_template)))
@@ -475,6 +540,7 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
     json_object_set_new(o, "reward_max", json_real(st->reward_max));
     for (int k = 0; k < REWARD_COMPONENTS; k++) {
         char key[64];
+        if (k == REWARD_REMOTE && !r->remote) continue;
         snprintf(key, sizeof key, "reward_%s_mean", experiment_reward_names[k]);
         json_object_set_new(o, key, json_real(st->comp_mean[k]));
         snprintf(key, sizeof key, "reward_%s_std", experiment_reward_names[k]);
@@ -518,6 +584,11 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
     json_object_set_new(o, "sec_sampling", json_real(st->t_sample));
     json_object_set_new(o, "sec_reward", json_real(st->t_reward));
     json_object_set_new(o, "sec_optimize", json_real(st->t_opt));
+    if (r->remote) {
+        json_object_set_new(o, "sec_remote_reward", json_real(st->t_remote));
+        json_object_set_new(o, "remote_item_errors", json_integer(st->remote_errors));
+        json_object_set_new(o, "remote_retries", json_integer(st->remote_retries));
+    }
     double total = st->t_sample + st->t_reward + st->t_opt;
     json_object_set_new(o, "images_per_sec", json_real(total > 0 ? r->n / total : 0));
     if (eval) set_eval_scores(o, eval);
@@ -549,8 +620,9 @@ static int write_group_view(const Run *r, const char *out, int iter, char *err, 
         json_object_set_new(m, "advantage", json_real(r->adv[j]));
         json_t *comp = json_object();
         for (int k = 0; k < REWARD_COMPONENTS; k++)
-            json_object_set_new(comp, experiment_reward_names[k],
-                                json_real(r->comp[j * REWARD_COMPONENTS + k]));
+            if (k != REWARD_REMOTE || r->remote)
+                json_object_set_new(comp, experiment_reward_names[k],
+                                    json_real(r->comp[j * REWARD_COMPONENTS + k]));
         json_object_set_new(m, "components", comp);
         if (r->c->chunk_rewards.count) {
             json_t *ca = json_array();
@@ -596,7 +668,8 @@ static void swap_ema(Run *r)
  * its mean per template into by_template [TEMPLATE_KINDS] (NAN where none was scored) and, when
  * best is set, its best-of-seeds mean into *best. */
 static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int n, const char *dir,
-                      double *mean, double *by_template, double *best, char *err, size_t errlen)
+                      double *mean, double *by_template, double *best, double *remote, char *err,
+                      size_t errlen)
 {
     json_t *report = json_object();
     int rc = eval_model(r->pol, r->base_pol, &r->vocab, ec, list, n, dir, report, err, errlen);
@@ -609,6 +682,8 @@ static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int
             by_template[k] = e ? json_real_value(json_object_get(e, "align_mean")) : NAN;
         }
         if (best) *best = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
+        json_t *rm = json_object_get(ode, "remote_mean");
+        *remote = rm ? json_real_value(rm) : NAN;
     }
     json_decref(report);
     return rc;
@@ -636,24 +711,26 @@ static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err,
     snprintf(ec.mode, sizeof ec.mode, "%s", c->eval_mode);
     snprintf(ec.base_model, sizeof ec.base_model, "%.200s", c->model);
     ec.hybrid_steps = c->hybrid_steps;
+    ec.remote = c->remote;
     char dir[PATH_BUF + 80]; /* room for /train after it */
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
-    *s = (EvalScores){.train_align = NAN}; /* the held-out pass fills the rest */
+    *s = (EvalScores){.train_align = NAN,
+                      .train_remote = NAN}; /* the held-out pass fills the rest */
     for (int k = 0; k < TEMPLATE_KINDS; k++) s->train_by_template[k] = NAN;
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
                  c->ema_decay);
         swap_ema(r);
     }
-    int rc =
-        score_pass(r, &ec, NULL, 0, dir, &s->align, s->by_template, &s->best_of_seeds, err, errlen);
+    int rc = score_pass(r, &ec, NULL, 0, dir, &s->align, s->by_template, &s->best_of_seeds,
+                        &s->remote, err, errlen);
     if (rc == 0 && c->eval_train_prompts) {
         snprintf(ec.prompts, sizeof ec.prompts, "%s", c->prompts);
         ec.max_prompts = c->eval_train_prompts;
         size_t used = strlen(dir);
         snprintf(dir + used, sizeof dir - used, "/train");
         rc = score_pass(r, &ec, r->prompts, r->num_prompts, dir, &s->train_align,
-                        s->train_by_template, NULL, err, errlen);
+                        s->train_by_template, NULL, &s->train_remote, err, errlen);
     }
     if (r->ema) swap_ema(r);
     return rc;
@@ -798,7 +875,7 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         }
         r.opt.cfg.lr = (float)lr_at(c, it);
         IterStats st;
-        if (iteration(&r, &st, err, errlen)) goto done;
+        if (iteration(&r, it + 1, &st, err, errlen)) goto done;
         int done_iters = it + 1;
         EvalScores eval;
         int evaluating =
