@@ -3,7 +3,8 @@
  * (tests/reference/sampler_ref.py, fixture written by make_sampler_fixtures.py), plus the
  * properties algorithm.md states: the first flow-SDE std of 0.70 at 17 steps / shift 3 / eta 0.7,
  * the log-probability at x' = mu, its gradient, guidance with w = 1, determinism across thread
- * counts and batch sizes, shared initial noise, and the documented order of noise draws.
+ * counts and batch sizes, shared initial noise, the documented order of noise draws, and
+ * data-parallel slices that draw exactly their rows' noise of the whole batch.
  * Parity is measured as max|c - ref| / max|ref| per tensor and must be <= 1e-4.
  */
 #include <stdlib.h>
@@ -16,7 +17,6 @@
 #include "sampler.h"
 #include "test.h"
 #include "tokenizer.h"
-
 
 static const float *get(const StFile *f, const char *name)
 {
@@ -601,6 +601,119 @@ static void test_repeated_inputs_share_a_row(void)
     model_free(&m);
 }
 
+/* Data-parallel slices: rows [f, f + k) of a batch of n, sampled alone from the same seed with
+ * noise_first f and noise_total n, give those rows of the whole batch's run bit for bit (x at
+ * every step, logp, x0_hat) and leave the Rng where the whole run leaves it; with independent
+ * noise (including an odd start) and with groups of 3 sharing their initial noise. */
+static void test_noise_slices(void)
+{
+    Model m;
+    Vocab vocab;
+    if (load_tiny(&m, &vocab)) TEST_SKIP("no tiny model");
+    int n = 6, N = 3, T = m.cfg.text_len;
+    size_t img = cfg_image_numel(&m.cfg);
+    int32_t *tokens = malloc((size_t)n * T * sizeof *tokens);
+    float *x_init = malloc((size_t)n * img * sizeof *x_init);
+    make_inputs(&m.cfg, n, N, tokens, x_init, NULL);
+    for (int b = 1; b < n; b++) /* distinct prompts: no row repeats another's input */
+        CHECK(memcmp(tokens + (size_t)(b - 1) * T, tokens + (size_t)b * T, T * sizeof *tokens));
+    /* the model batch: 3 lines the whole run's batches up with the slices [0, 3) and [3, 6),
+     * as ranks that each run their slice in one batch; the odd slice [1, 4) is compared at
+     * batch 1, since another grouping of rows into a GEMM may round differently */
+    const struct {
+        int group, first, count, batch;
+    } cases[] = {{0, 0, 3, 3}, {0, 3, 3, 3}, {0, 1, 3, 1}, {3, 0, 3, 3}, {3, 3, 3, 3}};
+    int threads = engine_threads();
+    SamplerConfig sc;
+    sampler_config_default(&sc);
+    sc.steps = N;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int g = cases[c].group, f = cases[c].first, k = cases[c].count, B = cases[c].batch;
+        sc.noise_group = g;
+        sc.noise_first = sc.noise_total = 0;
+        Rng whole_end, end;
+        Trajectory *whole = run_rng(&m, &sc, n, B, threads, tokens, 7, &whole_end);
+        sc.noise_first = f;
+        sc.noise_total = n;
+        Trajectory *part = run_rng(&m, &sc, k, B, threads, tokens + (size_t)f * T, 7, &end);
+        if (whole && part) {
+            if (g) /* the groups do share their initial noise */
+                CHECK(same_bits(whole->x, whole->x + 2 * img, img) &&
+                      !same_bits(whole->x, whole->x + 3 * img, img));
+            int x_same = 1, logp_same = 1;
+            for (int i = 0; i <= N; i++) {
+                x_same &= same_bits(part->x + (size_t)i * k * img,
+                                    whole->x + ((size_t)i * n + f) * img, (size_t)k * img);
+                if (i < N)
+                    logp_same &= same_bits(part->logp + (size_t)i * k,
+                                           whole->logp + (size_t)i * n + f, (size_t)k);
+            }
+            CHECK_MSG(x_same, "group %d, rows [%d, %d): x differs from the whole run's", g, f,
+                      f + k);
+            CHECK_MSG(logp_same, "group %d, rows [%d, %d): logp differs", g, f, f + k);
+            CHECK_MSG(same_bits(part->x0_hat, whole->x0_hat + (size_t)f * img, (size_t)k * img),
+                      "group %d, rows [%d, %d): x0_hat differs", g, f, f + k);
+            CHECK_MSG(end.key == whole_end.key && end.counter == whole_end.counter,
+                      "group %d, rows [%d, %d): rng counter %llu, the whole run's %llu", g, f,
+                      f + k, (unsigned long long)end.counter,
+                      (unsigned long long)whole_end.counter);
+        }
+        trajectory_free(whole);
+        trajectory_free(part);
+    }
+    /* and a slice is not simply the first rows of a run of its own size */
+    sc.noise_group = 0;
+    sc.noise_first = sc.noise_total = 0;
+    Trajectory *alone = run_rng(&m, &sc, 3, 3, threads, tokens + 3 * (size_t)T, 7, NULL);
+    sc.noise_first = 3;
+    sc.noise_total = n;
+    Trajectory *slice = run_rng(&m, &sc, 3, 3, threads, tokens + 3 * (size_t)T, 7, NULL);
+    if (alone && slice) CHECK(!same_bits(alone->x, slice->x, 3 * img));
+    trajectory_free(alone);
+    trajectory_free(slice);
+
+    /* slices that cannot be drawn */
+    char err[256] = "";
+    Sampler *bad;
+    int B = 3;
+    sampler_config_default(&sc);
+    sc.steps = N;
+    sc.noise_first = 4;
+    sc.noise_total = 6;
+    CHECK((bad = sampler_new(&m.cfg, &sc, 3, B, err, sizeof err)) == NULL &&
+          strstr(err, "noise_total"));
+    sampler_free(bad);
+    sc.noise_first = 3;
+    CHECK((bad = sampler_new(&m.cfg, &sc, 3, B, err, sizeof err)) != NULL); /* the last rows */
+    sampler_free(bad);
+    sc.noise_group = 2; /* rows 3 .. 5 would split the group {2, 3} */
+    CHECK((bad = sampler_new(&m.cfg, &sc, 3, B, err, sizeof err)) == NULL &&
+          strstr(err, "noise_first 3 is not a multiple of noise_group 2"));
+    sampler_free(bad);
+    sc.noise_group = 0;
+    sc.noise_total = 0; /* a start without a batch */
+    CHECK(sampler_config_validate(&sc, err, sizeof err) == -1 && strstr(err, "noise_total"));
+    sc.noise_first = -1;
+    sc.noise_total = 6;
+    CHECK(sampler_config_validate(&sc, err, sizeof err) == -1 && strstr(err, "noise_first"));
+    sc.noise_first = 0;
+    sc.noise_total = -1;
+    CHECK(sampler_config_validate(&sc, err, sizeof err) == -1 && strstr(err, "noise_total"));
+    ModelConfig odd = m.cfg; /* 3 x 3 x 3 = 27 floats: rows off the Philox blocks */
+    odd.image_size = 3;
+    sc.noise_total = 6;
+    CHECK((bad = sampler_new(&odd, &sc, 3, B, err, sizeof err)) == NULL &&
+          strstr(err, "multiple of 4"));
+    sampler_free(bad);
+    sc.noise_total = 3; /* the whole batch needs no alignment */
+    CHECK((bad = sampler_new(&odd, &sc, 3, B, err, sizeof err)) != NULL);
+    sampler_free(bad);
+    free(tokens);
+    free(x_init);
+    vocab_free(&vocab);
+    model_free(&m);
+}
+
 static void test_errors(void)
 {
     char err[256] = "";
@@ -683,6 +796,7 @@ int main(void)
     TEST_RUN(test_threads_determinism);
     TEST_RUN(test_noise_order_and_sharing);
     TEST_RUN(test_repeated_inputs_share_a_row);
+    TEST_RUN(test_noise_slices);
     TEST_RUN(test_errors);
     return test_summary("sampler");
 }

@@ -158,6 +158,8 @@ void sampler_config_default(SamplerConfig *c)
     c->guidance = 0;
     c->cfg_scale = 1.0f;
     c->noise_group = 0;
+    c->noise_first = 0;
+    c->noise_total = 0;
 }
 
 int sampler_config_validate(const SamplerConfig *c, char *err, size_t errlen)
@@ -196,6 +198,29 @@ int sampler_config_validate(const SamplerConfig *c, char *err, size_t errlen)
     }
     if (c->noise_group < 0) {
         errbuf_printf(err, errlen, "noise_group must be >= 0, got %d", c->noise_group);
+        return -1;
+    }
+    if (c->noise_total < 0) {
+        errbuf_printf(err, errlen, "sampler: noise_total must be >= 0 (0: the whole batch), got %d",
+                      c->noise_total);
+        return -1;
+    }
+    if (c->noise_first < 0) {
+        errbuf_printf(err, errlen, "sampler: noise_first must be >= 0, got %d", c->noise_first);
+        return -1;
+    }
+    if (c->noise_first > 0 && c->noise_total == 0) {
+        errbuf_printf(err, errlen,
+                      "sampler: noise_first %d needs noise_total, the size of the whole batch "
+                      "the slice is taken from",
+                      c->noise_first);
+        return -1;
+    }
+    if (c->noise_group > 0 && c->noise_first % c->noise_group != 0) {
+        errbuf_printf(err, errlen,
+                      "sampler: noise_first %d is not a multiple of noise_group %d (a group's "
+                      "shared noise cannot be split)",
+                      c->noise_first, c->noise_group);
         return -1;
     }
     return 0;

@@ -26,9 +26,12 @@
  *   1. the initial noise x_0 = x_1-of-flow-matching: ceil(n / g) * S*S*C normals when
  *      trajectories share noise in groups of g, else n * S*S*C;
  *   2. for the SDE, before each transition i = 0 .. N-1, n * S*S*C normals z_i.
- * The ODE draws only (1). Trajectories are bit-identical for any thread count; for another model
- * batch size they agree to float rounding (about 1e-7 relative: the GEMMs see other row counts),
- * so a trainer that must reproduce logp_old exactly recomputes with the rollout's batching.
+ * The ODE draws only (1). With noise_first / noise_total (a data-parallel slice of a larger
+ * batch) each draw takes the slice's rows out of the whole batch's draw, by counter, and the Rng
+ * ends past the whole batch's draw. Trajectories are bit-identical for any thread count; for
+ * another model batch size they agree to float rounding (about 1e-7 relative: the GEMMs see other
+ * row counts), so a trainer that must reproduce logp_old exactly recomputes with the rollout's
+ * batching.
  *
  * Memory: sampler_new and trajectory_new allocate everything; sampler_run never allocates.
  * The engine knows nothing of JSON or files. A Sampler and a Trajectory belong to one thread at a
@@ -147,12 +150,24 @@ typedef struct {
     int noise_group;  /* initial noise: 0 = independent per trajectory; g >= 1 =
                        * init_same_noise, trajectories [k g, k g + g) share one draw
                        * (g >= n: one draw for all) */
+    /* Data parallel: this sampler's n trajectories are rows noise_first .. noise_first + n - 1
+     * of a batch of noise_total (0: noise_total = n, noise_first 0, the whole batch) drawn from
+     * the same Rng: each row draws exactly the noise it would draw in the whole batch, and the
+     * Rng advances past the whole batch's draws. So ranks that each sample their slice from a
+     * copy of one Rng reproduce a single run of the whole batch bit for bit, and end with the
+     * same Rng. A slice (noise_total != n) needs S*S*C a multiple of 4 (every row starts on a
+     * Philox block) and, with noise_group g >= 1, noise_first a multiple of g (a group's shared
+     * noise cannot be split). CPU sampler only. */
+    int noise_first;
+    int noise_total;
 } SamplerConfig;
 
-/* Paper defaults: 17 steps, shift 3, SDE flow, eta 0.7, no guidance, independent noise. */
+/* Paper defaults: 17 steps, shift 3, SDE flow, eta 0.7, no guidance, independent noise, the
+ * whole batch (noise_first and noise_total 0). */
 void sampler_config_default(SamplerConfig *c);
 
-/* Checks every field; returns 0, or -1 with a message naming the field in err. */
+/* Checks every field; returns 0, or -1 with a message naming the field in err. (What depends on
+ * n and the image size, the slice's bounds and alignment, sampler_new checks.) */
 int sampler_config_validate(const SamplerConfig *c, char *err, size_t errlen);
 
 /* The trainable transitions of an N-step trajectory: 0 .. N-2 (see the header comment). */
@@ -192,7 +207,8 @@ typedef struct Sampler Sampler;
 
 /*
  * Plans a sampler for exactly n trajectories with the model run in batches of `batch` (the
- * Activations' batch size that sampler_run will be given). Copies *sc (validated here).
+ * Activations' batch size that sampler_run will be given). Copies *sc (validated here, with the
+ * slice noise_first .. noise_first + n - 1 checked against noise_total and the image size).
  * Returns the plan (free with sampler_free), or NULL with a message in err (a bad field, or no
  * memory).
  */
@@ -223,7 +239,8 @@ int sampler_run(Sampler *s, const Model *m, Activations *a, const int32_t *token
 
 /*
  * The same with explicit noise (for tests against a reference, or replaying a trajectory):
- * x_init [n, img] is the initial noise (noise_group is then ignored), z [steps, n, img] the SDE
+ * x_init [n, img] is the initial noise (noise_group, noise_first and noise_total are then
+ * ignored), z [steps, n, img] the SDE
  * noise of each transition (NULL for the ODE). Both borrowed.
  */
 int sampler_run_noise(Sampler *s, const Model *m, Activations *a, const int32_t *tokens,

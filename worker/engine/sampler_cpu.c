@@ -8,7 +8,8 @@
  * input repeats the previous trajectory's (the same x_i and prompt: every member of a group at
  * the first step when the group shares its initial noise) takes its velocity instead of a model
  * row of its own. Runs of consecutive rows are read in place; other batches are gathered into
- * scratch rows.
+ * scratch rows. A data-parallel slice (noise_first, noise_total) draws its rows' part of every
+ * whole-batch draw (draw_rows).
  */
 #include "sampler.h"
 
@@ -22,6 +23,7 @@ struct Sampler {
     SamplerConfig cfg;
     ModelConfig mcfg;
     int n, B;
+    int total;         /* the whole batch's size: noise_total, or n */
     size_t img;        /* S*S*C */
     float *sigmas;     /* [steps+1] */
     float *t;          /* [B] this step's sigma for every row */
@@ -53,13 +55,29 @@ Sampler *sampler_new(const ModelConfig *cfg, const SamplerConfig *sc, int n, int
                       batch);
         return NULL;
     }
+    size_t img = cfg_image_numel(cfg);
+    int total = sc->noise_total ? sc->noise_total : n;
+    if ((long long)sc->noise_first + n > total) {
+        errbuf_printf(err, errlen,
+                      "sampler: the slice noise_first %d .. %lld (n %d) lies past noise_total %d",
+                      sc->noise_first, (long long)sc->noise_first + n - 1, n, total);
+        return NULL;
+    }
+    if (total != n && img % 4 != 0) {
+        errbuf_printf(err, errlen,
+                      "sampler: noise_total %d slices the batch, which needs an image of a "
+                      "multiple of 4 floats (S*S*C = %zu) so every row starts on a Philox block",
+                      total, img);
+        return NULL;
+    }
     Sampler *s = calloc(1, sizeof *s);
     if (!s) goto oom;
     s->cfg = *sc;
     s->mcfg = *cfg;
     s->n = n;
     s->B = batch;
-    s->img = cfg_image_numel(cfg);
+    s->img = img;
+    s->total = total;
     size_t Bi = (size_t)batch * s->img, T = (size_t)cfg->text_len;
     s->sigmas = malloc(((size_t)sc->steps + 1) * sizeof *s->sigmas);
     s->t = malloc((size_t)batch * sizeof *s->t);
@@ -177,6 +195,21 @@ static void sampler_velocity(Sampler *s, const Model *m, Activations *a, const f
     acts_set_batch(a, s->B);
 }
 
+/*
+ * The draw of rows first .. first + rows - 1 of a batch of `total` rows of `per` normals each
+ * into out [rows, per]: element k of that batch comes from block base + k/4 (base the counter
+ * on entry), and the counter ends past the whole batch's blocks. first 0 and rows = total is
+ * exactly rng_normal(rng, out, total * per). first * per must be a multiple of 4 unless first is
+ * 0 (sampler_new).
+ */
+static void draw_rows(Rng *rng, float *out, int first, int rows, int total, size_t per)
+{
+    uint64_t base = rng->counter;
+    rng->counter = base + (uint64_t)first * per / 4;
+    rng_normal(rng, out, (size_t)rows * per);
+    rng->counter = base + ((uint64_t)total * per + 3) / 4;
+}
+
 /* The common loop. Noise for transition i: z_all + i*n*img when z_all is set, else drawn from
  * rng into s->z (SDE only). tr->x[0] already holds the initial noise. */
 static void sampler_loop(Sampler *s, const Model *m, Activations *a, const int32_t *tokens,
@@ -197,7 +230,7 @@ static void sampler_loop(Sampler *s, const Model *m, Activations *a, const int32
             if (z_all) {
                 z = z_all + (size_t)i * ni;
             } else {
-                rng_normal(rng, s->z, ni);
+                draw_rows(rng, s->z, c->noise_first, n, s->total, img);
                 z = s->z;
             }
             sde_step_coeffs(s->sigmas, N, i, c->sde, c->eta, &st);
@@ -253,13 +286,16 @@ int sampler_run(Sampler *s, const Model *m, Activations *a, const int32_t *token
     if (sampler_check(s, m, a, tokens, tr, err, errlen) != 0) return -1;
     int n = s->n, g = s->cfg.noise_group;
     size_t img = s->img;
+    int first = s->cfg.noise_first, total = s->total;
     if (g == 0) {
-        rng_normal(rng, tr->x, (size_t)n * img);
+        draw_rows(rng, tr->x, first, n, total, img);
     } else {
         /* one draw per group of g, spread downwards: the source of trajectory k is k / g <= k,
-         * so no source is overwritten before it has been copied */
+         * so no source is overwritten before it has been copied. A slice starts on a group
+         * (noise_first is a multiple of g), so its local trajectory k takes the slice's draw
+         * k / g, draw first / g + k / g of the whole batch. */
         int draws = (n + g - 1) / g;
-        rng_normal(rng, tr->x, (size_t)draws * img);
+        draw_rows(rng, tr->x, first / g, draws, (total + g - 1) / g, img);
         for (int k = n - 1; k >= 0; k--)
             if (k / g != k)
                 memcpy(tr->x + (size_t)k * img, tr->x + (size_t)(k / g) * img, img * sizeof *tr->x);
