@@ -103,6 +103,18 @@ $(BUILD)/bench/bench_engine: $(BUILD)/tests/bench/bench_engine.o $(BUILD)/libwor
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_COMMON) $(LIBS_ENGINE)
 
+# ---- MPI: bin/libchunkgrpo_mpi.so, built wherever mpicc exists; the worker never links MPI and
+# loads the library only in a process that mpirun started (worker/dist.h)
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+ifneq ($(MPICC),)
+MPI_LIB := bin/libchunkgrpo_mpi.so
+all: $(MPI_LIB)
+test: $(MPI_LIB)
+$(MPI_LIB): worker/mpi/dist_mpi.c
+	@mkdir -p bin
+	$(MPICC) -O2 -g -std=c11 -Wall -Wextra $(if $(filter true,$(CI)),-Werror) -fPIC -shared -o $@ $<
+endif
+
 # ---- CUDA backend: built wherever nvcc exists (on PATH or under /usr/local/cuda), for Hopper
 # (sm_90) and Ampere (sm_80); skipped cleanly elsewhere. The CPU build never depends on it.
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)

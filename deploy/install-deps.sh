@@ -11,6 +11,7 @@ packages=(
   libjansson-dev       # safetensors headers, configs, JSON everywhere
   libpng-dev           # sample images
   libmicrohttpd-dev libuv1-dev libsqlite3-dev libcurl4-openssl-dev   # server and uplink
+  libopenmpi-dev openmpi-bin          # data-parallel grpo ranks (bin/libchunkgrpo_mpi.so, mpirun)
   curl jq
   procps                              # pkill: the resume tests kill the worker itself
   python3                             # the command-line tests compare safetensors files

@@ -51,10 +51,9 @@ static struct {
 } cuda;
 #undef CUDA_MEMBER
 
-/* The library's path: $CHUNKGRPO_CUDA_LIB, else beside the running binary. */
-static void cuda_library_path(char *path, size_t len)
+void library_path(const char *env_var, const char *name, char *path, size_t len)
 {
-    const char *env = getenv("CHUNKGRPO_CUDA_LIB");
+    const char *env = getenv(env_var);
     if (env && *env) {
         snprintf(path, len, "%s", env);
         return;
@@ -64,14 +63,14 @@ static void cuda_library_path(char *path, size_t len)
     exe[n > 0 ? n : 0] = '\0';
     char *slash = strrchr(exe, '/');
     if (slash) *slash = '\0';
-    snprintf(path, len, "%s/%s", slash ? exe : ".", CUDA_LIBRARY);
+    snprintf(path, len, "%s/%s", slash ? exe : ".", name);
 }
 
 static int cuda_load(void)
 {
     if (cuda.loaded) return cuda.loaded > 0 ? 0 : -1;
     char path[PATH_MAX + 64];
-    cuda_library_path(path, sizeof path);
+    library_path("CHUNKGRPO_CUDA_LIB", CUDA_LIBRARY, path, sizeof path);
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         snprintf(cuda.why, sizeof cuda.why,
@@ -232,10 +231,14 @@ PolicySampler *policy_sampler_new(Policy *p, const SamplerConfig *sc, int n, cha
         return NULL;
     }
     s->p = p;
-    if (p->kind == BACKEND_CPU)
+    if (p->kind == BACKEND_CPU) {
         s->s = sampler_new(&p->m->cfg, sc, n, p->batch, err, errlen);
-    else
+    } else if (sc->noise_first != 0 || (sc->noise_total != 0 && sc->noise_total != n)) {
+        errbuf_printf(err, errlen,
+                      "noise slicing (data-parallel ranks) runs on the cpu backend only");
+    } else {
         s->r = cuda.rollout_new(p->e, sc, n, err, errlen);
+    }
     if (!s->s && !s->r) {
         free(s);
         return NULL;

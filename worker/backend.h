@@ -36,6 +36,10 @@ typedef enum { BACKEND_CPU = 0, BACKEND_CUDA = 1 } BackendKind;
 /* The kind called name ("cpu" or "cuda"); -1 for another name. */
 int backend_from_name(const char *name, BackendKind *out);
 
+/* Where the worker loads an optional library from (the CUDA backend, MPI): the file $env_var
+ * names, else `name` beside the running binary. */
+void library_path(const char *env_var, const char *name, char *path, size_t len);
+
 /* Whether kind can run here: 0, or -1 with the reason (no CUDA library beside the worker, no
  * driver, no device) in err. Loads the CUDA library on first use. */
 int backend_available(BackendKind kind, char *err, size_t errlen);

@@ -21,6 +21,7 @@
 #include "errbuf.h"
 #include "experiment.h"
 #include "runners/eval.h"
+#include "dist.h"
 #include "runners/grpo_runner.h"
 #include "runners/pretrain.h"
 #include "runners/profile.h"
@@ -140,6 +141,19 @@ static int check_backend(const ExperimentKind *k, const void *cfg, char *err, si
     return 0;
 }
 
+/* Under mpirun, joins the MPI world (dist.h); only grpo spreads over several ranks. */
+static int join_ranks(const ExperimentKind *k, char *err, size_t errlen)
+{
+    if (dist_init(err, errlen)) return -1;
+    if (dist_size() > 1 && strcmp(k->name, "grpo") != 0) {
+        snprintf(err, errlen, "config.kind: \"%s\" runs in one process; only grpo runs on %d ranks",
+                 k->name, dist_size());
+        dist_finalize();
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -198,17 +212,25 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "%s: %s: %s\n", progname, argv[optind], err);
     } else if (check_backend(k, cfg, err, sizeof err)) {
         fprintf(stderr, "%s: %s\n", progname, err); /* before the run folder is touched */
+    } else if (join_ranks(k, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", progname, err);
     } else {
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
         Progress p = {.metric = runner->metric, .tty = isatty(STDERR_FILENO), .last_decile = -1};
         int r = runner->run(cfg, out, resume, &p, err, sizeof err);
-        if (r < 0)
-            fprintf(stderr, "%s: %s\n", progname, err);
-        else if (r == 1)
+        if (r < 0) {
+            if (dist_size() > 1)
+                fprintf(stderr, "%s: rank %d: %s\n", progname, dist_rank(), err);
+            else
+                fprintf(stderr, "%s: %s\n", progname, err);
+            dist_abort(EXIT_BAD_INPUT); /* the other ranks would wait for this one forever */
+        } else if (r == 1 && dist_rank() == 0) {
             fprintf(stderr,
                     "\nstopped with a checkpoint; continue with: %s run %s --out %s --resume\n",
                     progname, argv[optind], out);
+        }
+        dist_finalize();
         rc = r < 0 ? EXIT_BAD_INPUT : r == 1 ? 130 : 0;
     }
     free(cfg);

@@ -14,6 +14,7 @@
 #include "adamw.h"
 #include "backend.h"
 #include "checkpoint.h"
+#include "dist.h"
 #include "grpo.h"
 #include "model.h"
 #include "ops.h"
@@ -44,7 +45,11 @@ typedef struct {
     AlignWorkspace **align_ws; /* one per thread */
     int threads;
     Chunking chunks;
-    int n, trainable;
+    int n, trainable; /* n: this rank's trajectories */
+    /* data parallel (dist.h): this rank samples and trains the iteration's groups g0 .. g0 +
+     * groups - 1 of prompts_per_iter, n_all trajectories in all; one process has them all */
+    int rank, ranks, g0, groups, n_all;
+    float *all_rewards, *all_comp, *all_adv; /* rank 0 of several: every rank's, for metrics */
     int pool, n_train; /* each trajectory trains n_train of chunks 0 .. pool - 1 */
     PromptList prompt_list;
     const char *const *prompts; /* prompt_list's */
@@ -83,6 +88,7 @@ static void run_free(Run *r)
     free(r->ratio_of);
     remote_reward_close(r->remote);
     free(r->remote_score), free(r->item_prompt);
+    free(r->all_rewards), free(r->all_comp), free(r->all_adv);
     adamw_free(&r->opt);
     vocab_free(&r->vocab);
     prompt_list_free(&r->prompt_list);
@@ -93,13 +99,14 @@ static void run_free(Run *r)
 
 /* Sampler noise for profiling and rollouts come from the run's RNG; the profile of `auto` and
  * `dynamic` samples the current policy on the first prompts with its own stream, so that it
- * does not depend on when it runs. Sets r->chunks from the mean curve of r->n trajectories. */
+ * does not depend on when it runs. Sets r->chunks from the mean curve of r->n_all trajectories
+ * (each rank samples its rows of them). */
 static int profile_chunks(Run *r, int iteration, char *err, size_t errlen)
 {
     const ModelConfig *mc = &r->model.cfg;
-    int T = mc->text_len;
+    int T = mc->text_len, first = r->g0 * r->c->group_size;
     for (int i = 0; i < r->n; i++)
-        tokenize(&r->vocab, r->prompts[i % r->num_prompts], T, r->tokens + i * T);
+        tokenize(&r->vocab, r->prompts[(first + i) % r->num_prompts], T, r->tokens + i * T);
     Rng prof;
     rng_seed(&prof, (uint64_t)r->c->seed * 7919 + (uint64_t)iteration);
     if (policy_sample(r->rollout, r->tokens, &prof, r->tr, 1, err, errlen)) return -1;
@@ -107,7 +114,11 @@ static int profile_chunks(Run *r, int iteration, char *err, size_t errlen)
     memset(mean, 0, (size_t)r->trainable * sizeof *mean);
     for (int b = 0; b < r->n; b++) {
         trajectory_l1rel(r->tr, b, r->trainable, r->curve + (size_t)b * r->trainable);
-        for (int i = 0; i < r->trainable; i++) mean[i] += r->curve[b * r->trainable + i] / r->n;
+        for (int i = 0; i < r->trainable; i++) mean[i] += r->curve[b * r->trainable + i] / r->n_all;
+    }
+    if (dist_reduce_floats(mean, (size_t)r->trainable, DIST_SUM)) {
+        snprintf(err, errlen, "MPI: summing the ranks' profiles failed");
+        return -1;
     }
     return chunking_optimal(mean, r->trainable, r->c->chunk_count, &r->chunks, err, errlen);
 }
@@ -131,6 +142,39 @@ static int setup_chunks(Run *r, int iteration, char *err, size_t errlen)
     case CHUNK_SPEC_SIZES:
         return chunking_from_sizes(spec.size, spec.count, r->trainable, &r->chunks, err, errlen);
     }
+    return -1;
+}
+
+/* This rank's share of an iteration's groups: a contiguous run, so that its trajectories' noise
+ * is a contiguous run of the whole iteration's (SamplerConfig.noise_first). Several ranks sum
+ * their gradients on the host before one AdamW step per iteration. */
+static int ranks_setup(Run *r, char *err, size_t errlen)
+{
+    const GrpoRunConfig *c = r->c;
+    int P = c->prompts_per_iter, W = dist_size();
+    r->rank = dist_rank(), r->ranks = W;
+    r->g0 = (int)((int64_t)r->rank * P / W);
+    r->groups = (int)((int64_t)(r->rank + 1) * P / W) - r->g0;
+    r->n = r->groups * c->group_size;
+    r->n_all = P * c->group_size;
+    if (W == 1) return 0;
+    if (W > DIST_MAX_RANKS)
+        snprintf(err, errlen, "MPI: %d ranks, at most %d", W, DIST_MAX_RANKS);
+    else if (P < W)
+        snprintf(err, errlen,
+                 "config.prompts_per_iter: %d prompts for %d ranks (each needs a group)", P, W);
+    else if (strcmp(c->optimizer_step, "iteration") != 0)
+        snprintf(err, errlen,
+                 "config.optimizer_step: \"%s\" with %d ranks; data parallel runs take one step "
+                 "per iteration over every rank's groups",
+                 c->optimizer_step, W);
+    else if (strcmp(c->backend, "cpu") != 0)
+        snprintf(err, errlen,
+                 "config.backend: \"%s\" with %d ranks; data parallel runs use the cpu "
+                 "backend (summing gradients on the GPU with NCCL is not built yet)",
+                 c->backend, W);
+    else
+        return 0;
     return -1;
 }
 
@@ -162,8 +206,8 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     if (prompt_list_load(c->prompts, "prompts", &r->prompt_list, err, errlen)) return -1;
     r->prompts = r->prompt_list.items;
     r->num_prompts = r->prompt_list.count;
-    int P = c->prompts_per_iter, G = c->group_size;
-    r->n = P * G;
+    int G = c->group_size;
+    if (ranks_setup(r, err, errlen)) return -1;
     r->trainable = c->steps - 1;
     AdamWConfig oc = {.lr = (float)c->lr,
                       .beta1 = (float)c->beta1,
@@ -181,6 +225,7 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     SamplerConfig sc; /* the rollouts sample the policy the objective trains */
     sampler_settings(&sc, SAMPLER_SDE, c->steps, c->shift, c->eta, c->sde);
     sc.noise_group = c->same_noise ? G : 0;
+    if (r->ranks > 1) sc.noise_first = r->g0 * G, sc.noise_total = r->n_all;
     sc.guidance = r->objective.guidance;
     sc.cfg_scale = r->objective.cfg_scale;
     int batch = c->batch < r->n ? c->batch : r->n;
@@ -197,7 +242,7 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
     int T = mc->text_len, K = r->trainable; /* at most `trainable` chunks */
     r->tr = trajectory_new(mc, r->n, c->steps);
     r->align_ws = calloc((size_t)r->threads, sizeof *r->align_ws);
-    r->prompt_index = malloc((size_t)P * sizeof(int));
+    r->prompt_index = malloc((size_t)r->groups * sizeof(int));
     r->tokens = malloc((size_t)r->n * T * sizeof(int32_t));
     r->rewards = malloc((size_t)r->n * sizeof(float));
     r->adv = malloc((size_t)r->n * sizeof(float));
@@ -224,6 +269,13 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
         goto oom;
     for (int i = 0; i < r->threads; i++)
         if (!(r->align_ws[i] = align_workspace_new(mc->image_size))) goto oom;
+    if (r->ranks > 1 && r->rank == 0) {
+        size_t sources = per_chunk ? (size_t)per_chunk : 1;
+        if (!(r->all_rewards = malloc((size_t)r->n_all * sizeof(float))) ||
+            !(r->all_comp = malloc((size_t)r->n_all * REWARD_COMPONENTS * sizeof(float))) ||
+            !(r->all_adv = malloc((size_t)r->n_all * sources * sizeof(float))))
+            goto oom;
+    }
     return c->remote.url[0] ? remote_setup(r, err, errlen) : 0;
 oom:
     snprintf(err, errlen, "out of memory for %d trajectories of %d steps", r->n, c->steps);
@@ -343,7 +395,11 @@ static int train_group(Run *r, int g, IterStats *st, char *err, size_t errlen)
         add_item_stats(st, ch, &r->stats[i]);
         r->ratio_of[r->items[i].traj * r->trainable + ch] = r->stats[i].ratio;
     }
-    if (!per_iteration || g == c->prompts_per_iter - 1) {
+    if (!per_iteration || g == r->groups - 1) {
+        if (dist_reduce_floats(r->model.grads, r->model.num_params, DIST_SUM)) {
+            snprintf(err, errlen, "MPI: summing the ranks' gradients failed");
+            return -1;
+        }
         st->grad_norm_sum += policy_adamw_step(r->pol, &r->opt);
         st->opt_steps++;
         if (r->ema) {
@@ -390,20 +446,100 @@ static int remote_component(Run *r, int it, IterStats *st, char *err, size_t err
     return 0;
 }
 
+/* The reward and advantage figures of the iteration into st: over this process's trajectories,
+ * or on rank 0 over every rank's, gathered. adv [sources, n] are the advantages training uses;
+ * tied counts this rank's groups whose rewards are all equal. */
+static int reward_stats(Run *r, IterStats *st, const float *adv, int sources, int tied, char *err,
+                        size_t errlen)
+{
+    int n = r->n_all;
+    const float *rewards = r->rewards, *comp = r->comp;
+    double tied_all = tied;
+    if (r->ranks > 1) {
+        int counts[DIST_MAX_RANKS], displs[DIST_MAX_RANKS], G = r->c->group_size;
+        for (int k = 0; k < r->ranks; k++) {
+            int g0 = (int)((int64_t)k * r->c->prompts_per_iter / r->ranks);
+            int g1 = (int)((int64_t)(k + 1) * r->c->prompts_per_iter / r->ranks);
+            counts[k] = (g1 - g0) * G, displs[k] = g0 * G;
+        }
+        int rc = dist_gather_floats(r->rewards, r->all_rewards, counts, displs) ||
+                 dist_reduce_doubles(&tied_all, 1, DIST_SUM);
+        for (int s = 0; !rc && s < sources; s++)
+            rc = dist_gather_floats(adv + (size_t)s * r->n, r->all_adv + (size_t)s * n, counts,
+                                    displs);
+        for (int k = 0; k < r->ranks; k++)
+            counts[k] *= REWARD_COMPONENTS, displs[k] *= REWARD_COMPONENTS;
+        if (rc || dist_gather_floats(r->comp, r->all_comp, counts, displs)) {
+            snprintf(err, errlen, "MPI: gathering the ranks' rewards failed");
+            return -1;
+        }
+        if (r->rank != 0) return 0; /* rank 0 reports */
+        rewards = r->all_rewards, comp = r->all_comp, adv = r->all_adv;
+    }
+    mean_std(rewards, n, 1, &st->reward_mean, &st->reward_std);
+    st->reward_min = INFINITY, st->reward_max = -INFINITY;
+    for (int b = 0; b < n; b++) {
+        st->reward_min = fmin(st->reward_min, rewards[b]);
+        st->reward_max = fmax(st->reward_max, rewards[b]);
+    }
+    for (int k = 0; k < REWARD_COMPONENTS; k++)
+        mean_std(comp + k, n, REWARD_COMPONENTS, &st->comp_mean[k], &st->comp_std[k]);
+    st->tied_fraction = tied_all / ((double)r->c->prompts_per_iter * sources);
+    mean_std(adv, (size_t)n * sources, 1, &st->adv_mean, &st->adv_std);
+    for (int i = 0; i < n * sources; i++) st->adv_abs_max = fmax(st->adv_abs_max, fabsf(adv[i]));
+    return 0;
+}
+
+/* The training figures of every rank into st (sums, minima, maxima; the slowest rank's times). */
+static int training_stats(Run *r, IterStats *st, char *err, size_t errlen)
+{
+    if (r->ranks == 1) return 0;
+    enum { K = GRPO_MAX_CHUNKS, E = EXPERIMENT_MAX_EPOCHS };
+    double sum[8 + 2 * K + 2 * E], lo[1 + K], hi[4 + K];
+    double *s = sum;
+    *s++ = st->items, *s++ = st->clipped, *s++ = st->loss_sum, *s++ = st->ratio_sum;
+    *s++ = st->k3_sum, *s++ = st->kl_sum, *s++ = st->remote_errors, *s++ = st->remote_retries;
+    for (int j = 0; j < K; j++) *s++ = st->chunk_ratio_sum[j], *s++ = st->chunk_items[j];
+    for (int e = 0; e < E; e++) *s++ = st->epoch_items[e], *s++ = st->epoch_clipped[e];
+    lo[0] = st->ratio_min, hi[0] = st->ratio_max;
+    hi[1] = st->t_sample, hi[2] = st->t_reward, hi[3] = st->t_opt;
+    for (int j = 0; j < K; j++) { /* a chunk this rank did not train has no extremes */
+        lo[1 + j] = st->chunk_items[j] ? st->chunk_ratio_min[j] : INFINITY;
+        hi[4 + j] = st->chunk_items[j] ? st->chunk_ratio_max[j] : -INFINITY;
+    }
+    if (dist_reduce_doubles(sum, sizeof sum / sizeof *sum, DIST_SUM) ||
+        dist_reduce_doubles(lo, sizeof lo / sizeof *lo, DIST_MIN) ||
+        dist_reduce_doubles(hi, sizeof hi / sizeof *hi, DIST_MAX)) {
+        snprintf(err, errlen, "MPI: reducing the ranks' training figures failed");
+        return -1;
+    }
+    s = sum;
+    st->items = (int)*s++, st->clipped = (int)*s++, st->loss_sum = *s++, st->ratio_sum = *s++;
+    st->k3_sum = *s++, st->kl_sum = *s++, st->remote_errors = (int)*s++;
+    st->remote_retries = (int)*s++;
+    for (int j = 0; j < K; j++) st->chunk_ratio_sum[j] = *s++, st->chunk_items[j] = (int)*s++;
+    for (int e = 0; e < E; e++) st->epoch_items[e] = (int)*s++, st->epoch_clipped[e] = (int)*s++;
+    st->ratio_min = lo[0], st->ratio_max = hi[0];
+    st->t_sample = hi[1], st->t_reward = hi[2], st->t_opt = hi[3];
+    for (int j = 0; j < K; j++)
+        st->chunk_ratio_min[j] = lo[1 + j], st->chunk_ratio_max[j] = hi[4 + j];
+    return 0;
+}
+
 /* Iteration it (1-based): rollouts, rewards, advantages, updates. */
 static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
     const ModelConfig *mc = &r->model.cfg;
-    int P = c->prompts_per_iter, G = c->group_size, T = mc->text_len, n = r->n;
+    int P = r->groups, G = c->group_size, T = mc->text_len, n = r->n;
     memset(st, 0, sizeof *st);
     st->ratio_min = INFINITY, st->ratio_max = -INFINITY;
 
     double t0 = omp_get_wtime();
-    float u[4096];
-    rng_uniform(&r->rng, u, (size_t)P);
+    float u[4096]; /* every rank draws every prompt, and keeps its own groups' */
+    rng_uniform(&r->rng, u, (size_t)c->prompts_per_iter);
     for (int p = 0; p < P; p++) {
-        r->prompt_index[p] = (int)(u[p] * r->num_prompts) % r->num_prompts;
+        r->prompt_index[p] = (int)(u[r->g0 + p] * r->num_prompts) % r->num_prompts;
         for (int j = 0; j < G; j++)
             tokenize(&r->vocab, r->prompts[r->prompt_index[p]], T, r->tokens + (p * G + j) * T);
     }
@@ -443,14 +579,6 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
     }
     double t2 = omp_get_wtime();
 
-    mean_std(r->rewards, n, 1, &st->reward_mean, &st->reward_std);
-    st->reward_min = INFINITY, st->reward_max = -INFINITY;
-    for (int b = 0; b < n; b++) {
-        st->reward_min = fmin(st->reward_min, r->rewards[b]);
-        st->reward_max = fmax(st->reward_max, r->rewards[b]);
-    }
-    for (int k = 0; k < REWARD_COMPONENTS; k++)
-        mean_std(r->comp + k, n, REWARD_COMPONENTS, &st->comp_mean[k], &st->comp_std[k]);
     /* the advantages training uses: config.rewards' (also the group view's, in either case), or
      * every chunk's from its own reward */
     int tied = grpo_advantages(r->rewards, P, G, (float)c->adv_clip, r->adv), sources = 1;
@@ -461,9 +589,7 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
             tied += grpo_advantages(r->chunk_reward + (size_t)k * n, P, G, (float)c->adv_clip,
                                     r->chunk_adv + (size_t)k * n);
     }
-    st->tied_fraction = (double)tied / ((double)P * sources);
-    mean_std(adv, (size_t)n * sources, 1, &st->adv_mean, &st->adv_std);
-    for (int i = 0; i < n * sources; i++) st->adv_abs_max = fmax(st->adv_abs_max, fabsf(adv[i]));
+    if (reward_stats(r, st, adv, sources, tied, err, errlen)) return -1;
 
     if (c->weighted_sampling)
         for (int b = 0; b < n; b++) {
@@ -474,6 +600,8 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
     for (int epoch = 0; epoch < c->epochs; epoch++) {
         /* chunks to train, per trajectory and pass, among the first r->pool: uniform, or
          * weighted by the trajectory's own dynamics */
+        uint64_t base = r->rng.counter, blocks = ((uint64_t)r->n_train + 3) / 4;
+        r->rng.counter = base + (uint64_t)r->g0 * G * blocks; /* this rank's draws of the pass */
         for (int b = 0; b < n; b++) {
             const float *w = c->weighted_sampling ? r->weights + (size_t)b * r->trainable : NULL;
             if (chunk_select(r->pool, r->n_train, w, &r->rng,
@@ -482,6 +610,7 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
                 return -1;
             }
         }
+        r->rng.counter = base + (uint64_t)r->n_all * blocks;
         int items_before = st->items, clipped_before = st->clipped;
         for (int g = 0; g < P; g++)
             if (train_group(r, g, st, err, errlen)) return -1;
@@ -490,7 +619,7 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
     }
     double t3 = omp_get_wtime();
     st->t_sample = t1 - t0, st->t_reward = t2 - t1, st->t_opt = t3 - t2;
-    return 0;
+    return training_stats(r, st, err, errlen);
 }
 
 static json_t *chunk_sizes_json(const Chunking *ch)
@@ -590,7 +719,8 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
         json_object_set_new(o, "remote_retries", json_integer(st->remote_retries));
     }
     double total = st->t_sample + st->t_reward + st->t_opt;
-    json_object_set_new(o, "images_per_sec", json_real(total > 0 ? r->n / total : 0));
+    json_object_set_new(o, "images_per_sec", json_real(total > 0 ? r->n_all / total : 0));
+    if (r->ranks > 1) json_object_set_new(o, "ranks", json_integer(r->ranks));
     if (eval) set_eval_scores(o, eval);
     char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
     fprintf(f, "%s\n", line);
@@ -840,9 +970,16 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         return -1;
     }
     engine_set_threads(c->threads ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
-    if (make_dirs(out, err, errlen) || settle_config("grpo", grpo_fields, grpo_field_count, c,
-                                                     "iterations", out, resume, err, errlen))
+    /* with several ranks, rank 0 keeps the folder: config, metrics, evaluations, checkpoints */
+    int lead = dist_rank() == 0;
+    if (lead &&
+        (make_dirs(out, err, errlen) || settle_config("grpo", grpo_fields, grpo_field_count, c,
+                                                      "iterations", out, resume, err, errlen)))
         return -1;
+    if (dist_barrier()) {
+        snprintf(err, errlen, "MPI: the ranks failed to meet");
+        return -1;
+    }
     Run r;
     FILE *metrics = NULL;
     int rc = -1, start = 0;
@@ -853,8 +990,8 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         goto done;
     }
     set_training_pool(&r);
-    if (!(metrics = metrics_open(out, "iteration", resume, start, err, errlen))) goto done;
-    if (start == 0 && c->eval_every > 0) {
+    if (lead && !(metrics = metrics_open(out, "iteration", resume, start, err, errlen))) goto done;
+    if (lead && start == 0 && c->eval_every > 0) {
         EvalScores base;
         if (evaluate(&r, out, 0, &base, err, errlen)) goto done;
         json_t *o = json_object();
@@ -880,21 +1017,30 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         EvalScores eval;
         int evaluating =
             (c->eval_every > 0 && done_iters % c->eval_every == 0) || done_iters == c->iterations;
-        if (evaluating && evaluate(&r, out, done_iters, &eval, err, errlen)) goto done;
-        write_metrics(metrics, &r, done_iters, &st, evaluating ? &eval : NULL);
-        if (write_group_view(&r, out, done_iters, err, errlen)) goto done;
-        if (progress)
-            progress(progress_ctx, done_iters, c->iterations, st.reward_mean, r.opt.cfg.lr,
-                     st.t_sample + st.t_reward + st.t_opt);
-        int stopping = stop && *stop;
-        if (done_iters % c->checkpoint_every == 0 || done_iters == c->iterations || stopping)
+        if (lead) {
+            if (evaluating && evaluate(&r, out, done_iters, &eval, err, errlen)) goto done;
+            write_metrics(metrics, &r, done_iters, &st, evaluating ? &eval : NULL);
+            if (write_group_view(&r, out, done_iters, err, errlen)) goto done;
+            if (progress)
+                progress(progress_ctx, done_iters, c->iterations, st.reward_mean, r.opt.cfg.lr,
+                         st.t_sample + st.t_reward + st.t_opt);
+        }
+        /* a stop asked of any rank stops them all after the same iteration */
+        double stop_asked = stop && *stop;
+        if (dist_reduce_doubles(&stop_asked, 1, DIST_MAX)) {
+            snprintf(err, errlen, "MPI: the ranks failed to agree on stopping");
+            goto done;
+        }
+        int stopping = stop_asked > 0;
+        if (lead &&
+            (done_iters % c->checkpoint_every == 0 || done_iters == c->iterations || stopping))
             if (save_checkpoint(&r, out, done_iters, err, errlen)) goto done;
         if (stopping) {
             rc = 1;
             goto done;
         }
     }
-    {
+    if (lead) {
         char path[PATH_BUF + 64];
         CheckpointInfo info = {.step = c->iterations};
         snprintf(info.experiment, sizeof info.experiment, "grpo");
@@ -903,6 +1049,8 @@ int grpo_run(const GrpoRunConfig *c, const char *out, int resume, volatile sig_a
         rc = checkpoint_save(path, &r.model, &r.vocab, &info, err, errlen);
         if (rc == 0 && r.ema)
             rc = save_ema(&r, out, "model_ema.safetensors", c->iterations, err, errlen);
+    } else {
+        rc = 0;
     }
 done:
     if (metrics) fclose(metrics);
