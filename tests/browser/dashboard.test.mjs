@@ -150,6 +150,12 @@ try {
     await postMetrics(43, { 'chunk_ratio.3.mean': 1.01, reward_mean: 0.99 });
     await page.waitForFunction(() => document.querySelectorAll('[data-chart="ratio per chunk"] .u-legend .u-series').length === 5, null, { timeout: 5000 });
   });
+  await check('a reward server\'s score of the evaluations, charted when the run logs it', async () => {
+    const chart = '[data-chart="remote reward in evaluations"]';
+    assert((await page.$$eval(`${chart} .u-legend .u-series`, (s) => s.slice(1).map((x) => x.querySelector('.u-label').textContent))).join() === 'held out',
+      'no chart of eval_remote');
+    assert(await page.getAttribute(chart, 'data-points') === '4', `points: ${await page.getAttribute(chart, 'data-points')}`);
+  });
   await check('align by caption template: held out and training, first against latest, grown live', async () => {
     const row = (t) => page.$$eval(`[data-template-table] tr[data-template="${t}"] td`, (c) => c.map((e) => e.textContent));
     assert((await page.$$eval('[data-template-table] tbody tr', (r) => r.map((e) => e.dataset.template))).join() === 'count,pair,all',

@@ -53,7 +53,8 @@ for k in range(int(n)):
         v["eval_align"] = 0.5 + shift + 0.2 * (1 - math.exp(-i / 400))
         # per caption template, held out and on the training prompts (as eval_train_prompts logs)
         v.update({"eval_template.pair": 0.3 + 0.001 * i, "eval_template.count": 0.6 + 0.002 * i,
-                  "eval_train_align": 0.6 + 0.002 * i, "eval_train_template.pair": 0.5 + 0.003 * i})
+                  "eval_train_align": 0.6 + 0.002 * i, "eval_train_template.pair": 0.5 + 0.003 * i,
+                  "eval_remote": 0.2 + 0.001 * i})
     events.append({"seq": int(seq) + k, "type": "metrics", "data": {"iteration": i, "values": v}})
 print(json.dumps({"worker_id": wid, "events": events}))
 PY

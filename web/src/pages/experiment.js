@@ -21,6 +21,8 @@ const CHARTS = [
 const FOUND = [
   ['ratio per chunk', /^chunk_ratio\.\d+\.mean$/, (k) => `chunk ${k.split('.')[1]}`],
   ['reward per component', /^reward_.+_mean$/, (k) => k.slice('reward_'.length, -'_mean'.length)],
+  // a reward server's score of the evaluations' samples (remote_url), beside align
+  ['remote reward in evaluations', /^eval_(?:train_)?remote$/, (k) => (k === 'eval_remote' ? 'held out' : 'training prompts')],
   ['held-out align by template', /^eval_template\./, (k) => k.slice('eval_template.'.length)],
   ['training-prompt align by template', /^eval_train_template\./, (k) => k.slice('eval_train_template.'.length)],
 ];
