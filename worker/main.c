@@ -22,7 +22,9 @@ static const struct {
      "      Runs the experiment the config describes (kind pretrain, eval, grpo or profile),\n"
      "      with a progress bar. Ctrl-C stops it with a checkpoint; --resume continues it.\n"
      "      --backend overrides the config's \"backend\" (cuda needs a GPU and\n"
-     "      libchunkgrpo_cuda.so beside this binary, or $CHUNKGRPO_CUDA_LIB)."},
+     "      libchunkgrpo_cuda.so beside this binary, or $CHUNKGRPO_CUDA_LIB).\n"
+     "      Under `mpirun -np N`, a grpo experiment spreads over N ranks (data parallel;\n"
+     "      libchunkgrpo_mpi.so beside this binary, or $CHUNKGRPO_MPI_LIB)."},
     {"serve", cmd_serve,
      "--server URL [--token-file F] [--name NAME] [--backend cpu|cuda] [--threads N]\n"
      "      [--work DIR] [--once]\n"
