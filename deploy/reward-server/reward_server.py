@@ -25,6 +25,8 @@ Flags:
                        one line "listening on http://HOST:PORT" to stdout.
   --max-body BYTES     largest request body accepted (default 67108864)
   --verbose            log every request to stderr
+  --token-file FILE    require "Authorization: Bearer TOKEN" on /v1/score, TOKEN the file's
+                       first line (the worker sends $CHUNKGRPO_REMOTE_TOKEN); 401 otherwise
   --log FILE           append one JSON line per POST /v1/score whose body is a JSON object:
                        {"request_id", "reward", "status", "items", "scores": {id: score}}, the
                        status sent and the scores computed (before any --bad-response change;
@@ -40,6 +42,7 @@ SIGTERM and SIGINT stop the server cleanly (exit status 0).
 """
 import argparse
 import base64
+import hmac
 import json
 import math
 import signal
@@ -306,11 +309,19 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(413, f"body over {self.server.opts.max_body} bytes")
         return self.rfile.read(int(length))
 
+    def authorized(self):
+        """With --token-file, a score request must carry "Authorization: Bearer TOKEN"."""
+        token = self.server.token
+        sent = self.headers.get("Authorization", "")
+        return token is None or hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+
     def do_POST(self):
         if not self.route():
             return
         opts, req = self.server.opts, None
         try:
+            if not self.authorized():
+                raise RequestError(401, "missing or wrong bearer token")
             body = self.read_body()
             time.sleep(opts.delay)
             req = parse_json_object(body)
@@ -345,6 +356,10 @@ class RewardServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.failures_left = opts.fail_first
         self.log_file = open(opts.log, "a", encoding="utf-8") if opts.log else None
+        self.token = None
+        if opts.token_file:
+            with open(opts.token_file, encoding="utf-8") as f:
+                self.token = f.read().strip()
 
     def handle_error(self, request, client_address):
         """A client that hung up (it timed out, say) is no error of the server's."""
@@ -379,6 +394,7 @@ def parse_args(argv):
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, metavar="BYTES")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--log", metavar="FILE")
+    p.add_argument("--token-file", metavar="FILE")
     p.add_argument("--fail-first", type=int, default=0, metavar="N")
     p.add_argument("--item-error-every", type=int, default=0, metavar="K")
     p.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")

@@ -5,8 +5,8 @@
 #   into the training reward as configured (and, at weight 0, logged without changing training);
 #   requests go in batches with stable request ids; 503s are retried, item errors are absorbed
 #   into their group's mean and counted; too many item errors, a server that is down, slow, or
-#   answers outside the protocol, and a refused request each stop the run with a message that
-#   names the URL and the problem.
+#   answers outside the protocol, and a refused request (a missing bearer token among them)
+#   each stop the run with a message that names the URL and the problem.
 set -u
 cd "$(dirname "$0")/../.."
 . tests/cli/lib.bash
@@ -20,7 +20,7 @@ SERVER=deploy/reward-server/reward_server.py
 start_server() {
     local name=$1; shift
     $PYTHON "$SERVER" --port 0 --log "$TMP/$name.log" "$@" >"$TMP/$name.out" 2>&1 &
-    wait_for 10 grep -q '^listening on ' "$TMP/$name.out" || { URL=; return 1; }
+    wait_for 10 grep -qs '^listening on ' "$TMP/$name.out" || { URL=; return 1; }
     URL=$(sed -n 's/^listening on //p' "$TMP/$name.out" | head -n 1)
 }
 # config FILE EXTRA_JSON_FIELDS: 2 iterations of 2 prompts x 3 (6 images, 2 requests of 4 + 2)
@@ -167,6 +167,14 @@ config "$TMP/c.json" "\"remote_url\": \"$URL\", \"remote_reward\": \"hpsv3\", \"
 run "$TMP/c.json" --out "$TMP/unknown"
 stops "a refused request is not retried and names the server's reason" "$URL/v1/score: HTTP 400: "
 check "  ... sent once" [ "$(grep -c hpsv3 "$TMP/refuse.log")" -eq 1 ]
+
+echo "s3cret-token" >"$TMP/token"
+start_server locked --token-file "$TMP/token"
+config "$TMP/c.json" "\"remote_url\": \"$URL\", \"rewards\": {\"remote\": 1}"
+run "$TMP/c.json" --out "$TMP/locked"
+stops "a server that wants a token refuses a run without it" "$URL/v1/score: HTTP 401: missing or wrong bearer token"
+CHUNKGRPO_REMOTE_TOKEN=s3cret-token run "$TMP/c.json" --out "$TMP/unlocked"
+check "  ... and scores a run given \$CHUNKGRPO_REMOTE_TOKEN" [ "$rc" -eq 0 -a "$(grep -c '"status": 200' "$TMP/locked.log")" -eq 5 ]
 
 start_server slow --delay 3
 config "$TMP/c.json" "\"remote_url\": \"$URL\", \"rewards\": {\"remote\": 1}, \"remote_timeout\": 0.5, \"remote_retries\": 1"

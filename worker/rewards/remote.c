@@ -26,6 +26,7 @@ struct RemoteReward {
     CURL *h;
     char *url; /* without a trailing slash */
     char *reward;
+    char *auth;  /* "Authorization: Bearer ..." from $CHUNKGRPO_REMOTE_TOKEN, or NULL */
     char id[32]; /* the first part of every request_id */
     double timeout_s;
     int retries, batch;
@@ -106,10 +107,10 @@ static long attempt(RemoteReward *rr, const char *path, const char *body, Body *
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, rr->curl_err);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
-    struct curl_slist *headers = NULL;
+    struct curl_slist *headers = rr->auth ? curl_slist_append(NULL, rr->auth) : NULL;
+    if (body) headers = curl_slist_append(headers, "Content-Type: application/json");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     if (body) {
-        headers = curl_slist_append(NULL, "Content-Type: application/json");
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -178,6 +179,9 @@ RemoteReward *remote_reward_open(const RemoteSettings *s, char *err, size_t errl
         rr->timeout_s = s->timeout_s;
         rr->retries = s->retries;
         rr->batch = s->batch > 0 ? s->batch : 1;
+        const char *token = getenv("CHUNKGRPO_REMOTE_TOKEN");
+        if (token && *token && (rr->auth = malloc(strlen(token) + 32)))
+            sprintf(rr->auth, "Authorization: Bearer %s", token);
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         snprintf(rr->id, sizeof rr->id, "%lx%lx", (unsigned long)getpid(),
@@ -206,6 +210,8 @@ void remote_reward_close(RemoteReward *rr)
     if (rr->h) curl_easy_cleanup(rr->h);
     free(rr->url);
     free(rr->reward);
+    if (rr->auth) memset(rr->auth, 0, strlen(rr->auth)); /* the token leaves no copy behind */
+    free(rr->auth);
     free(rr);
 }
 

@@ -36,8 +36,10 @@ typedef struct {
 
 typedef struct RemoteReward RemoteReward;
 
-/* Opens a client of the server s names and asks GET /v1/health (with s's retries). Returns NULL
- * with a message naming the URL when the server cannot be reached or answers with an error. */
+/* Opens a client of the server s names and asks GET /v1/health (with s's retries). Every request
+ * carries "Authorization: Bearer $CHUNKGRPO_REMOTE_TOKEN" when that is set (a secret stays out of
+ * configs, which the control server stores and shows). Returns NULL with a message naming the
+ * URL when the server cannot be reached or answers with an error. */
 RemoteReward *remote_reward_open(const RemoteSettings *s, char *err, size_t errlen);
 void remote_reward_close(RemoteReward *rr);
 
