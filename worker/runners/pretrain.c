@@ -68,18 +68,6 @@ static void run_free(Run *r)
     model_free(&r->model);
 }
 
-static int model_config_of(const PretrainConfig *c, int vocab_size, ModelConfig *mc, char *err,
-                           size_t errlen)
-{
-    model_config_preset(c->preset, mc);
-    if (c->dim) mc->dim = c->dim;
-    if (c->depth) mc->depth = c->depth;
-    if (c->heads) mc->heads = c->heads;
-    if (c->mlp_ratio) mc->mlp_ratio = c->mlp_ratio;
-    mc->vocab_size = vocab_size;
-    return model_config_validate(mc, err, errlen);
-}
-
 static int same_vocab(const Vocab *a, const Vocab *b)
 {
     if (a->size != b->size) return 0;
@@ -107,7 +95,9 @@ static int run_setup(Run *r, const PretrainConfig *c, char *err, size_t errlen)
         }
     } else {
         ModelConfig mc;
-        if (model_config_of(c, nwords, &mc, err, errlen)) return -1;
+        if (model_config_for(c->preset, c->dim, c->depth, c->heads, c->mlp_ratio, nwords, &mc, err,
+                             errlen))
+            return -1;
         if (model_init(&r->model, &mc)) goto oom;
         model_init_weights(&r->model, (uint64_t)c->seed);
     }
@@ -237,88 +227,11 @@ static int write_samples(Run *r, const char *out, int step, char *err, size_t er
     return 0;
 }
 
-/* checkpoints/step-NNNNNNN with the three files, then `latest` names it; older folders beyond
- * keep_checkpoints are removed. */
-static int save_checkpoint(Run *r, const PretrainConfig *c, const char *out, int step, char *err,
-                           size_t errlen)
-{
-    char dir[PATH_BUF], path[PATH_BUF + 64];
-    if (checkpoint_folder_new(out, step, dir, sizeof dir, err, errlen)) return -1;
-    CheckpointInfo info = {.step = step};
-    snprintf(info.experiment, sizeof info.experiment, "pretrain");
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    policy_pull(r->pol, &r->opt);
-    if (checkpoint_save(path, &r->model, &r->vocab, &info, err, errlen)) return -1;
-    if (r->ema) {
-        Model ema_view = r->model; /* same layout, EMA weights */
-        ema_view.params = r->ema;
-        snprintf(path, sizeof path, "%s/ema.safetensors", dir);
-        if (checkpoint_save(path, &ema_view, &r->vocab, &info, err, errlen)) return -1;
-    }
-    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
-    if (train_state_save(path, &r->opt, &r->rng, step, err, errlen)) return -1;
-    return checkpoint_folder_publish(out, step, c->keep_checkpoints, err, errlen);
-}
-
-/* Loads the newest checkpoint of out into r; returns the step it holds, or -1. */
-static int load_checkpoint(Run *r, const char *out, char *err, size_t errlen)
-{
-    char path[PATH_BUF + 64], dir[PATH_BUF];
-    if (checkpoint_folder_latest(out, dir, sizeof dir, err, errlen)) return -1;
-    Model m;
-    Vocab vocab;
-    CheckpointInfo info;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (checkpoint_load(path, &m, &vocab, &info, err, errlen)) return -1;
-    vocab_free(&vocab);
-    int ok = m.num_params == r->model.num_params;
-    if (ok) memcpy(r->model.params, m.params, m.num_params * sizeof(float));
-    model_free(&m);
-    if (!ok) {
-        snprintf(err, errlen, "%s: the model's size differs from this config's", path);
-        return -1;
-    }
-    if (r->ema) {
-        snprintf(path, sizeof path, "%s/ema.safetensors", dir);
-        if (checkpoint_load(path, &m, &vocab, NULL, err, errlen)) return -1;
-        memcpy(r->ema, m.params, r->model.num_params * sizeof(float));
-        vocab_free(&vocab);
-        model_free(&m);
-    }
-    int64_t iteration;
-    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
-    if (train_state_load(path, &r->opt, &r->rng, &iteration, err, errlen)) return -1;
-    if (iteration != info.step) {
-        snprintf(err, errlen, "%s: train state at step %lld but weights at step %lld", dir,
-                 (long long)iteration, (long long)info.step);
-        return -1;
-    }
-    policy_push(r->pol, &r->opt);
-    return (int)iteration;
-}
-
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int save_final(Run *r, const char *out, int steps, char *err, size_t errlen)
-{
-    char path[PATH_BUF];
-    CheckpointInfo info = {.step = steps};
-    snprintf(info.experiment, sizeof info.experiment, "pretrain");
-    snprintf(path, sizeof path, "%s/model.safetensors", out);
-    policy_pull(r->pol, NULL);
-    if (checkpoint_save(path, &r->model, &r->vocab, &info, err, errlen)) return -1;
-    if (r->ema) {
-        Model ema_view = r->model;
-        ema_view.params = r->ema;
-        snprintf(path, sizeof path, "%s/model_ema.safetensors", out);
-        if (checkpoint_save(path, &ema_view, &r->vocab, &info, err, errlen)) return -1;
-    }
-    return 0;
 }
 
 int pretrain_run(const PretrainConfig *c, const char *out, int resume, volatile sig_atomic_t *stop,
@@ -337,7 +250,14 @@ int pretrain_run(const PretrainConfig *c, const char *out, int resume, volatile 
     FILE *metrics = NULL;
     int rc = -1, start = 0;
     if (run_setup(&r, c, err, errlen)) goto done;
-    if (resume && has_checkpoint(out) && (start = load_checkpoint(&r, out, err, errlen)) < 0)
+    TrainState ts = {.pol = r.pol,
+                     .model = &r.model,
+                     .vocab = &r.vocab,
+                     .ema = r.ema,
+                     .opt = &r.opt,
+                     .rng = &r.rng,
+                     .experiment = "pretrain"};
+    if (resume && has_checkpoint(out) && (start = train_checkpoint_load(&ts, out, err, errlen)) < 0)
         goto done;
     if (!(metrics = metrics_open(out, "step", resume, start, err, errlen))) goto done;
 
@@ -361,7 +281,8 @@ int pretrain_run(const PretrainConfig *c, const char *out, int resume, volatile 
         if (progress) progress(progress_ctx, done_steps, c->steps, loss, lr_at(c, step), dt);
         int stopping = stop && *stop;
         if (done_steps % c->checkpoint_every == 0 || done_steps == c->steps || stopping)
-            if (save_checkpoint(&r, c, out, done_steps, err, errlen)) goto done;
+            if (train_checkpoint_save(&ts, out, done_steps, c->keep_checkpoints, err, errlen))
+                goto done;
         if (c->sample_every && done_steps % c->sample_every == 0 &&
             write_samples(&r, out, done_steps, err, errlen))
             goto done;
@@ -370,7 +291,7 @@ int pretrain_run(const PretrainConfig *c, const char *out, int resume, volatile 
             goto done;
         }
     }
-    rc = save_final(&r, out, c->steps, err, errlen);
+    rc = train_model_save(&ts, out, c->steps, err, errlen);
 done:
     if (metrics) fclose(metrics);
     run_free(&r);

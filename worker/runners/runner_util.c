@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
+#include "model.h"
 #include "world/shapes.h"
 
 int make_dirs(const char *path, char *err, size_t errlen)
@@ -322,4 +324,90 @@ void prompt_list_free(PromptList *p)
     free(p->items);
     free(p->text);
     memset(p, 0, sizeof *p);
+}
+
+int model_config_for(const char *preset, int dim, int depth, int heads, int mlp_ratio,
+                     int vocab_size, ModelConfig *mc, char *err, size_t errlen)
+{
+    model_config_preset(preset, mc);
+    if (dim) mc->dim = dim;
+    if (depth) mc->depth = depth;
+    if (heads) mc->heads = heads;
+    if (mlp_ratio) mc->mlp_ratio = mlp_ratio;
+    mc->vocab_size = vocab_size;
+    return model_config_validate(mc, err, errlen);
+}
+
+/* dir/name: the model's weights, or the EMA's in the same layout */
+static int save_weights(const TrainState *s, const float *params, const char *dir, const char *name,
+                        int step, char *err, size_t errlen)
+{
+    char path[PATH_BUF + 64];
+    CheckpointInfo info = {.step = step};
+    snprintf(info.experiment, sizeof info.experiment, "%s", s->experiment);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    Model view = *s->model;
+    view.params = (float *)params;
+    return checkpoint_save(path, &view, s->vocab, &info, err, errlen);
+}
+
+int train_checkpoint_save(const TrainState *s, const char *out, int step, int keep, char *err,
+                          size_t errlen)
+{
+    char dir[PATH_BUF], path[PATH_BUF + 64];
+    if (checkpoint_folder_new(out, step, dir, sizeof dir, err, errlen)) return -1;
+    policy_pull(s->pol, s->opt);
+    if (save_weights(s, s->model->params, dir, "model.safetensors", step, err, errlen) ||
+        (s->ema && save_weights(s, s->ema, dir, "ema.safetensors", step, err, errlen)))
+        return -1;
+    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    if (train_state_save(path, s->opt, s->rng, step, err, errlen)) return -1;
+    return checkpoint_folder_publish(out, step, keep, err, errlen);
+}
+
+/* Copies the weights of dir/name into params, which must hold the model's size. */
+static int load_weights(const TrainState *s, const char *dir, const char *name, float *params,
+                        CheckpointInfo *info, char *err, size_t errlen)
+{
+    char path[PATH_BUF + 64];
+    Model m;
+    Vocab vocab;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (checkpoint_load(path, &m, &vocab, info, err, errlen)) return -1;
+    vocab_free(&vocab);
+    int ok = m.num_params == s->model->num_params;
+    if (ok) memcpy(params, m.params, m.num_params * sizeof(float));
+    model_free(&m);
+    if (!ok) snprintf(err, errlen, "%s: the model's size differs from this config's", path);
+    return ok ? 0 : -1;
+}
+
+int train_checkpoint_load(const TrainState *s, const char *out, char *err, size_t errlen)
+{
+    char path[PATH_BUF + 64], dir[PATH_BUF];
+    CheckpointInfo info;
+    if (checkpoint_folder_latest(out, dir, sizeof dir, err, errlen) ||
+        load_weights(s, dir, "model.safetensors", s->model->params, &info, err, errlen) ||
+        (s->ema && load_weights(s, dir, "ema.safetensors", s->ema, NULL, err, errlen)))
+        return -1;
+    int64_t iteration;
+    snprintf(path, sizeof path, "%s/train_state.safetensors", dir);
+    if (train_state_load(path, s->opt, s->rng, &iteration, err, errlen)) return -1;
+    if (iteration != info.step) {
+        snprintf(err, errlen, "%s: train state at step %lld but weights at step %lld", dir,
+                 (long long)iteration, (long long)info.step);
+        return -1;
+    }
+    policy_push(s->pol, s->opt);
+    return (int)iteration;
+}
+
+int train_model_save(const TrainState *s, const char *out, int steps, char *err, size_t errlen)
+{
+    policy_pull(s->pol, NULL);
+    return save_weights(s, s->model->params, out, "model.safetensors", steps, err, errlen) ||
+                   (s->ema &&
+                    save_weights(s, s->ema, out, "model_ema.safetensors", steps, err, errlen))
+               ? -1
+               : 0;
 }

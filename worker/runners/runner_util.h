@@ -8,8 +8,12 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "adamw.h"
+#include "backend.h"
 #include "config.h"
+#include "rng.h"
 #include "sampler.h"
+#include "tokenizer.h"
 
 #define PATH_BUF 1024
 
@@ -36,7 +40,35 @@ int checkpoint_folder_publish(const char *out, int step, int keep, char *err, si
 int checkpoint_folder_latest(const char *out, char *dir, size_t dirlen, char *err, size_t errlen);
 int has_checkpoint(const char *out);
 
-/* The SDE kind a config names ("flow", "dance" or "cps"; the config table has already checked it). */
+/* What a training run (pretrain, reward_train) checkpoints: the model (on the policy's backend),
+ * its vocabulary, the EMA of its weights (or NULL), the optimizer and the data RNG. */
+typedef struct {
+    Policy *pol;
+    Model *model; /* the policy's host copy */
+    const Vocab *vocab;
+    float *ema; /* [num_params] or NULL */
+    AdamW *opt;
+    Rng *rng;
+    const char *experiment; /* the kind, recorded in the checkpoint's metadata */
+} TrainState;
+
+/* Writes the state at `step` as a checkpoint folder (model.safetensors, ema.safetensors when
+ * there is an EMA, train_state.safetensors), publishes it and keeps `keep` folders. */
+int train_checkpoint_save(const TrainState *s, const char *out, int step, int keep, char *err,
+                          size_t errlen);
+/* Restores the newest checkpoint folder of out into s (and the policy's device copy). Returns
+ * the step it holds, or -1 with a message. */
+int train_checkpoint_load(const TrainState *s, const char *out, char *err, size_t errlen);
+/* out/model.safetensors (and model_ema.safetensors) of the state after `steps`. */
+int train_model_save(const TrainState *s, const char *out, int steps, char *err, size_t errlen);
+
+/* The model shape of a preset ("tiny", "small", "base") with the overrides that are not 0, for a
+ * vocabulary of vocab_size words. Returns 0, or -1 with a message. */
+int model_config_for(const char *preset, int dim, int depth, int heads, int mlp_ratio,
+                     int vocab_size, ModelConfig *mc, char *err, size_t errlen);
+
+/* The SDE kind a config names ("flow", "dance" or "cps"; the config table has already checked it).
+ */
 SdeKind sde_kind_named(const char *name);
 
 /* The sampler settings every experiment kind derives from its config fields: the paper's
