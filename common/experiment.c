@@ -166,7 +166,7 @@ static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
 static const char *const optimizer_steps[] = {"group", "iteration", NULL};
 static const char *const lr_schedules[] = {"constant", "cosine", NULL};
 const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1] = {
-    "align", "clean", "object", "size", "position", "relation", "count", "remote", NULL};
+    "align", "clean", "object", "size", "position", "relation", "count", "pref", "remote", NULL};
 _Static_assert(EXPERIMENT_REWARDS <= CONFIG_WEIGHTS_MAX, "ConfigWeights holds every reward");
 
 const ConfigField grpo_fields[] = {
@@ -257,14 +257,19 @@ const ConfigField grpo_fields[] = {
      "the training reward, a weighted sum of: align (the graded alignment, docs/prompts.md), "
      "clean (its cleanliness factor alone: ink the prompt did not ask for costs score), and "
      "align's requirement kinds object, size, position, relation, count (each the mean score of "
-     "the prompt's requirements of that kind; 1 when it asks none), and remote (the score of "
-     "the reward server at remote_url). Advantages are normalised per group, so only the "
+     "the prompt's requirements of that kind; 1 when it asks none), pref (the score of the "
+     "learned preference model at pref_model) and remote (the score of the reward server at "
+     "remote_url). Advantages are normalised per group, so only the "
      "weights' ratios matter. Every component is logged each iteration"},
     {"chunk_rewards", CONFIG_WEIGHTS_LIST, offsetof(GrpoRunConfig, chunk_rewards), 0, 1000, "[]",
      experiment_reward_names,
      "per-chunk reward choice (algorithm.md section 5, beyond the paper): one weights object "
      "per chunk, high noise first (per trainable step for step-level grpo); a chunk's advantages "
      "come from its own reward, normalised within the group. [] = every chunk uses rewards"},
+    {"pref_model", CONFIG_STRING, offsetof(GrpoRunConfig, pref_model), 0, 0, "\"\"", NULL,
+     "a preference model that kind reward_train made (models/pref-small.safetensors is one): "
+     "every rollout image is scored by it with its prompt, the reward component pref (at "
+     "weight 0 logged without steering training). \"\" = none"},
     REMOTE_CONFIG_FIELDS(GrpoRunConfig),
     F(eval_every, CONFIG_INT, 0, 1000000, "10",
       "iterations between held-out evaluations; 0 = end only"),
@@ -296,6 +301,62 @@ const ConfigField grpo_fields[] = {
     RUNTIME_CONFIG_FIELDS(GrpoRunConfig),
 };
 const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
+#undef F
+
+/* ---- reward_train ---------------------------------------------------------------------------- */
+
+#define F(name, type, lo, hi, def, doc)                                                            \
+    {                                                                                              \
+#name, type, offsetof(RewardTrainConfig, name), lo, hi, def, NULL, doc                     \
+    }
+static const char *const learned_rewards[] = {"pref", NULL};
+const char *const reward_degradation_names[REWARD_DEGRADATIONS + 1] = {"noise",  "blur",    "ink",
+                                                                       "colour", "missing", NULL};
+
+const ConfigField reward_train_fields[] = {
+    {"reward", CONFIG_STRING, offsetof(RewardTrainConfig, reward), 0, 0, "\"pref\"",
+     learned_rewards,
+     "pref: a pairwise-preference model (Bradley-Terry) trained on a clean rendering of a caption "
+     "against a degraded one, the analogue of HPS / PickScore; its score is the grpo reward "
+     "component pref"},
+    {"preset", CONFIG_STRING, offsetof(RewardTrainConfig, preset), 0, 0, "\"small\"", presets,
+     "model size (spec/model.md): the diffusion transformer read at t = 0 as a scorer, its "
+     "score the mean of its output"},
+    F(dim, CONFIG_INT, 0, 4096, "64",
+      "hidden width; 0 = the preset's (a scorer needs less "
+      "than a generator: 64 trains in minutes on 2 cores)"),
+    F(depth, CONFIG_INT, 0, 64, "2", "transformer blocks; 0 = the preset's"),
+    F(heads, CONFIG_INT, 0, 64, "0", "attention heads; 0 = the preset's"),
+    F(mlp_ratio, CONFIG_INT, 0, 16, "0", "MLP width / dim; 0 = the preset's"),
+    {"degradations", CONFIG_STRING, offsetof(RewardTrainConfig, degradations), 0, 0,
+     "\"noise,blur,ink,colour,missing\"", NULL,
+     "what the rejected image of a pair suffers, one drawn per pair from this comma-separated "
+     "list: noise (Gaussian), blur, ink (stray strokes of a palette colour), colour (an object "
+     "in another colour than its caption says), missing (an object of a two-object scene left "
+     "out; a colour change for single objects)"},
+    F(seed, CONFIG_INT64, 0, 9007199254740991.0, "1", "seeds weights, scenes and degradations"),
+    F(steps, CONFIG_INT, 1, 100000000, "1500", "optimizer steps"),
+    F(batch_size, CONFIG_INT, 1, 2048, "32", "preference pairs per step (two images each)"),
+    F(warmup_steps, CONFIG_INT, 0, 1000000, "100", "linear learning-rate warm-up"),
+    F(lr, CONFIG_FLOAT, 0, 1, "1e-3", "peak learning rate"),
+    F(min_lr_ratio, CONFIG_FLOAT, 0, 1, "0.05", "cosine decay ends at lr * min_lr_ratio"),
+    F(beta1, CONFIG_FLOAT, 0, 0.999999, "0.9", "AdamW first-moment decay"),
+    F(beta2, CONFIG_FLOAT, 0, 0.999999, "0.99", "AdamW second-moment decay"),
+    F(eps, CONFIG_FLOAT, 0, 1, "1e-8", "AdamW epsilon"),
+    F(weight_decay, CONFIG_FLOAT, 0, 1, "0.01", "decoupled weight decay"),
+    F(grad_clip, CONFIG_FLOAT, 0, 1e9, "1.0", "global gradient-norm clip; 0 disables"),
+    F(eval_every, CONFIG_INT, 0, 1000000, "250",
+      "steps between evaluations on held-out pairs (captions pretraining never showed); 0 = end "
+      "only"),
+    F(eval_pairs, CONFIG_INT, 1, 100000, "500",
+      "held-out pairs scored at each evaluation (the same pairs every time): accuracy overall "
+      "and per degradation"),
+    F(log_every, CONFIG_INT, 1, 1000000, "10", "steps per metrics line"),
+    F(checkpoint_every, CONFIG_INT, 1, 1000000, "250", "steps between checkpoints"),
+    F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept"),
+    RUNTIME_CONFIG_FIELDS(RewardTrainConfig),
+};
+const int reward_train_field_count = sizeof reward_train_fields / sizeof reward_train_fields[0];
 #undef F
 
 /* ---- profile ------------------------------------------------------------------------------- */
@@ -414,18 +475,31 @@ static int eval_check(const void *cfg, char *err, size_t errlen)
     return 0;
 }
 
-/* A remote weight needs a server to ask. */
-static int grpo_remote_check(const GrpoRunConfig *c, char *err, size_t errlen)
+/* The weights field (rewards or chunk_rewards) that weighs component k, or NULL. */
+static const char *weighing_field(const GrpoRunConfig *c, int k)
+{
+    if (c->rewards.w[k] != 0) return "rewards";
+    for (int i = 0; i < c->chunk_rewards.count; i++)
+        if (c->chunk_rewards.item[i].w[k] != 0) return "chunk_rewards";
+    return NULL;
+}
+
+/* A remote weight needs a server to ask, a pref weight a model to score with. */
+static int grpo_reward_sources_check(const GrpoRunConfig *c, char *err, size_t errlen)
 {
     if (remote_url_check(&c->remote, err, errlen)) return -1;
-    if (c->remote.url[0]) return 0;
-    const char *field = c->rewards.w[EXPERIMENT_REWARD_REMOTE] != 0 ? "rewards" : NULL;
-    for (int k = 0; !field && k < c->chunk_rewards.count; k++)
-        if (c->chunk_rewards.item[k].w[EXPERIMENT_REWARD_REMOTE] != 0) field = "chunk_rewards";
-    if (field) {
+    const char *field;
+    if (!c->remote.url[0] && (field = weighing_field(c, EXPERIMENT_REWARD_REMOTE))) {
         snprintf(err, errlen,
                  "config.%s: weighs the remote reward, but config.remote_url names no reward "
                  "server",
+                 field);
+        return -1;
+    }
+    if (!c->pref_model[0] && (field = weighing_field(c, EXPERIMENT_REWARD_PREF))) {
+        snprintf(err, errlen,
+                 "config.%s: weighs the pref reward, but config.pref_model names no preference "
+                 "model",
                  field);
         return -1;
     }
@@ -455,13 +529,43 @@ static int grpo_check(const void *cfg, char *err, size_t errlen)
                  strcmp(c->method, "grpo") == 0 ? "steps (step level)" : "chunks");
         return -1;
     }
-    if (grpo_remote_check(c, err, errlen)) return -1;
+    if (grpo_reward_sources_check(c, err, errlen)) return -1;
     if (c->chunk_rewards.count && c->chunk_rewards.count != chunks) {
         snprintf(err, errlen,
                  "config.chunk_rewards: %d entries, but the run trains %d %s (one reward each, "
                  "high noise first)",
                  c->chunk_rewards.count, chunks,
                  strcmp(c->method, "grpo") == 0 ? "steps (step level)" : "chunks");
+        return -1;
+    }
+    return 0;
+}
+
+/* Every name of config.degradations is a degradation, and at least one is given. */
+static int reward_train_check(const void *cfg, char *err, size_t errlen)
+{
+    const RewardTrainConfig *c = cfg;
+    char list[CONFIG_STRING_MAX];
+    snprintf(list, sizeof list, "%s", c->degradations);
+    int count = 0;
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+         name = strtok_r(NULL, ",", &save)) {
+        while (*name == ' ') name++;
+        int known = 0;
+        for (int k = 0; reward_degradation_names[k]; k++)
+            known |= strcmp(name, reward_degradation_names[k]) == 0;
+        if (!known) {
+            snprintf(err, errlen,
+                     "config.degradations: \"%s\" is not one of noise, blur, ink, colour, missing",
+                     name);
+            return -1;
+        }
+        count++;
+    }
+    if (!count) {
+        snprintf(err, errlen,
+                 "config.degradations: name at least one of noise, blur, ink, "
+                 "colour, missing");
         return -1;
     }
     return 0;
@@ -493,6 +597,9 @@ const ExperimentKind experiment_kinds[] = {
     {"grpo", grpo_fields, COUNT(grpo_fields), sizeof(GrpoRunConfig),
      "RL fine-tuning of a base model by step-level GRPO or Chunk-GRPO on weighted rewards",
      grpo_check},
+    {"reward_train", reward_train_fields, COUNT(reward_train_fields), sizeof(RewardTrainConfig),
+     "a learned reward model: pref, Bradley-Terry on clean against degraded renderings",
+     reward_train_check},
     {"profile", profile_fields, COUNT(profile_fields), sizeof(ProfileConfig),
      "the relative-L1 dynamics of a model's sampling steps and the chunkings they suggest",
      profile_check},

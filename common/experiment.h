@@ -96,8 +96,9 @@ typedef struct {
     char optimizer_step[CONFIG_STRING_MAX];
     int epochs;
     double kl_coef, ema_decay;
-    ConfigWeights rewards;           /* by experiment_reward_names */
-    ConfigWeightsList chunk_rewards; /* [] or one per chunk */
+    ConfigWeights rewards;              /* by experiment_reward_names */
+    ConfigWeightsList chunk_rewards;    /* [] or one per chunk */
+    char pref_model[CONFIG_STRING_MAX]; /* a reward_train "pref" model; "" = none */
     RemoteSettings remote;
     int eval_every, eval_prompts, eval_seeds, eval_steps, eval_train_prompts;
     int64_t eval_seed;
@@ -111,11 +112,33 @@ typedef struct {
 /* The rewards a grpo config weighs (config.rewards, config.chunk_rewards), NULL-terminated, in
  * the order of ConfigWeights.w: "align" (the graded alignment), "clean" (its cleanliness
  * factor), then align's requirement kinds "object", "size", "position", "relation", "count"
- * (worker/rewards/reward.h computes them), and "remote", the score of the reward server at
+ * (worker/rewards/reward.h computes them), "pref", the score of the learned preference model at
+ * config.pref_model (worker/rewards/pref.h), and "remote", the score of the reward server at
  * config.remote_url (worker/rewards/remote.h). */
-#define EXPERIMENT_REWARDS 8
-#define EXPERIMENT_REWARD_REMOTE 7 /* "remote"'s index */
+#define EXPERIMENT_REWARDS 9
+#define EXPERIMENT_REWARD_PREF 7   /* "pref"'s index */
+#define EXPERIMENT_REWARD_REMOTE 8 /* "remote"'s index */
 extern const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1];
+
+/* kind "reward_train": a learned reward model (worker/runners/reward_train.h). */
+typedef struct {
+    char reward[CONFIG_STRING_MAX]; /* "pref" */
+    char preset[CONFIG_STRING_MAX];
+    int dim, depth, heads, mlp_ratio; /* 0 = the preset's */
+    char degradations[CONFIG_STRING_MAX];
+    int64_t seed;
+    int steps, batch_size, warmup_steps;
+    double lr, min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip;
+    int eval_every, eval_pairs, log_every, checkpoint_every, keep_checkpoints;
+    int threads;
+    char backend[CONFIG_STRING_MAX];
+    char precision[CONFIG_STRING_MAX];
+} RewardTrainConfig;
+
+/* The degradations a preference pair may hold, NULL-terminated (reward_train.h says what each
+ * does). */
+#define REWARD_DEGRADATIONS 5
+extern const char *const reward_degradation_names[REWARD_DEGRADATIONS + 1];
 
 /* kind "profile": the temporal-dynamics profile of a model (worker/runners/profile.h). */
 typedef struct {
@@ -135,6 +158,8 @@ extern const ConfigField eval_fields[];
 extern const int eval_field_count;
 extern const ConfigField grpo_fields[];
 extern const int grpo_field_count;
+extern const ConfigField reward_train_fields[];
+extern const int reward_train_field_count;
 extern const ConfigField profile_fields[];
 extern const int profile_field_count;
 

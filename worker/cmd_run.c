@@ -25,6 +25,7 @@
 #include "runners/grpo_runner.h"
 #include "runners/pretrain.h"
 #include "runners/profile.h"
+#include "runners/reward_train.h"
 #include "sampler.h"
 
 _Static_assert(EXPERIMENT_MAX_STEPS == SAMPLER_MAX_STEPS,
@@ -111,10 +112,15 @@ typedef struct {
     int (*run)(const void *cfg, const char *out, int resume, Progress *p, char *err, size_t errlen);
 } Runner;
 
+static int run_reward_train(const void *cfg, const char *out, int resume, Progress *p, char *err,
+                            size_t errlen)
+{
+    return reward_train_run(cfg, out, resume, &stop_requested, show_progress, p, err, errlen);
+}
+
 static const Runner runners[] = {
-    {"pretrain", "loss", run_pretrain},
-    {"eval", "loss", run_eval},
-    {"grpo", "reward", run_grpo},
+    {"pretrain", "loss", run_pretrain}, {"reward_train", "loss", run_reward_train},
+    {"eval", "loss", run_eval},         {"grpo", "reward", run_grpo},
     {"profile", "loss", run_profile},
 };
 

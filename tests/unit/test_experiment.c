@@ -62,7 +62,7 @@ static void test_kind_errors_list_the_kinds(void)
 {
     expect_error("{\"kind\": \"finetune\"}",
                  "config.kind: \"finetune\" is not one of \"pretrain\" \"eval\" \"grpo\" "
-                 "\"profile\"");
+                 "\"reward_train\" \"profile\"");
     expect_error("{\"steps\": 3}", "config.kind: missing; expected one of \"pretrain\"");
     expect_error("{\"kind\": 3}", "config.kind: integer is not one of \"pretrain\"");
     expect_error("[{\"kind\": \"grpo\"}]", "config: expected a JSON object, got array");
@@ -136,6 +136,14 @@ static void test_checks_across_fields(void)
                  "config.remote_url: \"ftp://host/score\" is not an http:// or https:// URL");
     expect_error("{\"kind\": \"grpo\", \"remote_url\": \"http://h\", \"remote_batch\": 0}",
                  "config.remote_batch");
+    expect_error("{\"kind\": \"grpo\", \"rewards\": {\"align\": 1, \"pref\": 1}}",
+                 "config.rewards: weighs the pref reward, but config.pref_model names no "
+                 "preference model");
+    expect_error("{\"kind\": \"reward_train\", \"degradations\": \"noise,fog\"}",
+                 "config.degradations: \"fog\" is not one of noise, blur, ink, colour, missing");
+    expect_error("{\"kind\": \"reward_train\", \"degradations\": \",\"}",
+                 "config.degradations: name at least one");
+    expect_valid("{\"kind\": \"reward_train\", \"degradations\": \"colour, missing\"}");
     /* a server with weight 0 is a reward logged beside the training one */
     expect_valid("{\"kind\": \"grpo\", \"remote_url\": \"https://scores.example/\"}");
     expect_valid("{\"kind\": \"grpo\", \"remote_url\": \"http://127.0.0.1:8600\", "
@@ -187,7 +195,7 @@ static void test_parse_fills_the_struct(void)
 /* Each table: unique names (the parser takes the first of two), none called "kind", a doc each. */
 static void test_tables_are_sound(void)
 {
-    CHECK(experiment_kind_count == 4);
+    CHECK(experiment_kind_count == 5);
     CHECK(experiment_kind_find("nope") == NULL && experiment_kind_find(NULL) == NULL);
     for (int i = 0; i < experiment_kind_count; i++) {
         const ExperimentKind *k = &experiment_kinds[i];

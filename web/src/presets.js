@@ -10,4 +10,5 @@ export const PRESETS = {
   'Profile (temporal dynamics)': { kind: 'profile', model: 'models/shapes-small.safetensors', num_prompts: 64, seeds: 2 },
   'Eval (held-out ODE)': { kind: 'eval', model: 'models/shapes-small.safetensors', prompts: 'heldout', ode_seeds: 4 },
   'Pretrain (base model)': { kind: 'pretrain', preset: 'small', steps: 6000, batch_size: 64 },
+  'Preference reward (pref)': { kind: 'reward_train', reward: 'pref', steps: 1500 },
 };

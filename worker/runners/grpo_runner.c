@@ -20,6 +20,7 @@
 #include "ops.h"
 #include "png.h"
 #include "rewards/align.h"
+#include "rewards/pref.h"
 #include "rewards/remote.h"
 #include "rewards/reward.h"
 #include "runners/eval.h"
@@ -68,8 +69,10 @@ typedef struct {
     GrpoItemStats *stats;            /* [n * n_train] */
     float *ratio_of;          /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
     RemoteReward *remote;     /* config.remote_url's client, or NULL */
+    PrefModel *pref;          /* config.pref_model, or NULL */
     float *remote_score;      /* [n] the server's answers, NAN for a failed item */
-    const char **item_prompt; /* [n] each rollout's prompt, as the server is sent it */
+    float *pref_score;        /* [n] the preference model's */
+    const char **item_prompt; /* [n] each rollout's prompt, for the scorers beside align */
 } Run;
 
 static void run_free(Run *r)
@@ -87,7 +90,8 @@ static void run_free(Run *r)
     free(r->weights), free(r->chosen), free(r->items), free(r->item_chunk), free(r->stats);
     free(r->ratio_of);
     remote_reward_close(r->remote);
-    free(r->remote_score), free(r->item_prompt);
+    pref_close(r->pref);
+    free(r->remote_score), free(r->pref_score), free(r->item_prompt);
     free(r->all_rewards), free(r->all_comp), free(r->all_adv);
     adamw_free(&r->opt);
     vocab_free(&r->vocab);
@@ -178,16 +182,25 @@ static int ranks_setup(Run *r, char *err, size_t errlen)
     return -1;
 }
 
-/* Opens the reward server's client, which asks its health first. */
-static int remote_setup(Run *r, char *err, size_t errlen)
+/* Opens the scorers beside align that the config names: the preference model, and the reward
+ * server's client (which asks its health first). */
+static int scorers_setup(Run *r, char *err, size_t errlen)
 {
+    const GrpoRunConfig *c = r->c;
+    if (!c->remote.url[0] && !c->pref_model[0]) return 0;
     r->remote_score = malloc((size_t)r->n * sizeof(float));
+    r->pref_score = malloc((size_t)r->n * sizeof(float));
     r->item_prompt = malloc((size_t)r->n * sizeof(char *));
-    if (!r->remote_score || !r->item_prompt) {
-        snprintf(err, errlen, "out of memory for the remote reward's scores");
+    if (!r->remote_score || !r->pref_score || !r->item_prompt) {
+        snprintf(err, errlen, "out of memory for the rewards' scores");
         return -1;
     }
-    return (r->remote = remote_reward_open(&r->c->remote, err, errlen)) ? 0 : -1;
+    char why[1024];
+    if (c->pref_model[0] && !(r->pref = pref_open(c->pref_model, c->batch, why, sizeof why))) {
+        snprintf(err, errlen, "config.pref_model: %s", why);
+        return -1;
+    }
+    return !c->remote.url[0] || (r->remote = remote_reward_open(&c->remote, err, errlen)) ? 0 : -1;
 }
 
 static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
@@ -276,7 +289,7 @@ static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
             !(r->all_adv = malloc((size_t)r->n_all * sources * sizeof(float))))
             goto oom;
     }
-    return c->remote.url[0] ? remote_setup(r, err, errlen) : 0;
+    return scorers_setup(r, err, errlen);
 oom:
     snprintf(err, errlen, "out of memory for %d trajectories of %d steps", r->n, c->steps);
     return -1;
@@ -419,7 +432,6 @@ static int remote_component(Run *r, int it, IterStats *st, char *err, size_t err
 {
     const ModelConfig *mc = &r->model.cfg;
     int n = r->n, G = r->c->group_size;
-    for (int b = 0; b < n; b++) r->item_prompt[b] = r->prompts[r->prompt_index[b / G]];
     char tag[16];
     snprintf(tag, sizeof tag, "%d", it);
     RemoteScoreStats rs;
@@ -566,6 +578,15 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
         snprintf(err, errlen, "the align reward failed on a rollout image");
         return -1;
     }
+    for (int b = 0; r->item_prompt && b < n; b++) /* for the scorers beside align */
+        r->item_prompt[b] = r->prompts[r->prompt_index[b / G]];
+    if (r->pref) {
+        if (pref_score_images(r->pref, r->item_prompt, r->tr->x0_hat, n, mc->image_size,
+                              r->pref_score, err, errlen))
+            return -1;
+        for (int b = 0; b < n; b++)
+            r->comp[(size_t)b * REWARD_COMPONENTS + REWARD_PREF] = r->pref_score[b];
+    }
     if (r->remote) {
         double t = omp_get_wtime();
         if (remote_component(r, it, st, err, errlen)) return -1;
@@ -656,6 +677,12 @@ static void set_eval_scores(json_t *o, const EvalScores *e)
         json_object_set_new(o, "eval_train_template", t);
 }
 
+/* Whether reward component k has a scorer in this run (pref and remote need the config's). */
+static int component_scored(const Run *r, int k)
+{
+    return k == REWARD_PREF ? r->pref != NULL : k == REWARD_REMOTE ? r->remote != NULL : 1;
+}
+
 static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
                           const EvalScores *eval)
 {
@@ -669,7 +696,7 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
     json_object_set_new(o, "reward_max", json_real(st->reward_max));
     for (int k = 0; k < REWARD_COMPONENTS; k++) {
         char key[64];
-        if (k == REWARD_REMOTE && !r->remote) continue;
+        if (!component_scored(r, k)) continue;
         snprintf(key, sizeof key, "reward_%s_mean", experiment_reward_names[k]);
         json_object_set_new(o, key, json_real(st->comp_mean[k]));
         snprintf(key, sizeof key, "reward_%s_std", experiment_reward_names[k]);
@@ -750,7 +777,7 @@ static int write_group_view(const Run *r, const char *out, int iter, char *err, 
         json_object_set_new(m, "advantage", json_real(r->adv[j]));
         json_t *comp = json_object();
         for (int k = 0; k < REWARD_COMPONENTS; k++)
-            if (k != REWARD_REMOTE || r->remote)
+            if (component_scored(r, k))
                 json_object_set_new(comp, experiment_reward_names[k],
                                     json_real(r->comp[j * REWARD_COMPONENTS + k]));
         json_object_set_new(m, "components", comp);

@@ -28,11 +28,7 @@
 /* Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at the last step. */
 static double lr_at(const PretrainConfig *c, int step)
 {
-    if (step < c->warmup_steps) return c->lr * (step + 1) / c->warmup_steps;
-    double span = c->steps - c->warmup_steps;
-    double progress = span > 1 ? (step - c->warmup_steps) / (span - 1) : 1.0;
-    double cosine = 0.5 * (1.0 + cos(M_PI * progress));
-    return c->lr * (c->min_lr_ratio + (1.0 - c->min_lr_ratio) * cosine);
+    return warmup_cosine_lr(c->lr, c->warmup_steps, c->steps, c->min_lr_ratio, step);
 }
 
 /* Everything a run holds; one allocation set, made before the first step. */

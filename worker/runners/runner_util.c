@@ -4,6 +4,7 @@
 #include "runner_util.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -410,4 +411,13 @@ int train_model_save(const TrainState *s, const char *out, int steps, char *err,
                     save_weights(s, s->ema, out, "model_ema.safetensors", steps, err, errlen))
                ? -1
                : 0;
+}
+
+double warmup_cosine_lr(double lr, int warmup, int steps, double min_ratio, int step)
+{
+    if (step < warmup) return lr * (step + 1) / warmup;
+    double span = steps - warmup;
+    double progress = span > 1 ? (step - warmup) / (span - 1) : 1.0;
+    double cosine = 0.5 * (1.0 + cos(M_PI * progress));
+    return lr * (min_ratio + (1.0 - min_ratio) * cosine);
 }

@@ -62,6 +62,10 @@ int train_checkpoint_load(const TrainState *s, const char *out, char *err, size_
 /* out/model.safetensors (and model_ema.safetensors) of the state after `steps`. */
 int train_model_save(const TrainState *s, const char *out, int steps, char *err, size_t errlen);
 
+/* The learning rate of `step` (0-based) of `steps`: a linear warm-up to lr over warmup steps,
+ * then a cosine decay to lr * min_ratio at the last step. */
+double warmup_cosine_lr(double lr, int warmup, int steps, double min_ratio, int step);
+
 /* The model shape of a preset ("tiny", "small", "base") with the overrides that are not 0, for a
  * vocabulary of vocab_size words. Returns 0, or -1 with a message. */
 int model_config_for(const char *preset, int dim, int depth, int heads, int mlp_ratio,

@@ -23,6 +23,9 @@ const FOUND = [
   ['reward per component', /^reward_.+_mean$/, (k) => k.slice('reward_'.length, -'_mean'.length)],
   // a reward server's score of the evaluations' samples (remote_url), beside align
   ['remote reward in evaluations', /^eval_(?:train_)?remote$/, (k) => (k === 'eval_remote' ? 'held out' : 'training prompts')],
+  // a reward_train run: how often the model prefers the clean image of a pair
+  ['pair accuracy', /^(?:eval_)?accuracy$/, (k) => (k === 'accuracy' ? 'training batches' : 'held out')],
+  ['held-out pair accuracy by degradation', /^eval_accuracy_by\./, (k) => k.slice('eval_accuracy_by.'.length)],
   ['held-out align by template', /^eval_template\./, (k) => k.slice('eval_template.'.length)],
   ['training-prompt align by template', /^eval_train_template\./, (k) => k.slice('eval_train_template.'.length)],
 ];

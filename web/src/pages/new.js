@@ -7,7 +7,7 @@ import { api, ApiError } from '../api.js';
 import { h } from '../dom.js';
 import { PRESETS } from '../presets.js';
 
-const KINDS = ['grpo', 'eval', 'profile', 'pretrain'];
+const KINDS = ['grpo', 'eval', 'profile', 'pretrain', 'reward_train'];
 // The form's fields per kind: [field, input type or a select's options].
 const GRPO_FIELDS = [['method', ['chunk_grpo', 'grpo']], ['chunks', 'text'], ['iterations', 'number'],
   ['prompts_per_iter', 'number'], ['group_size', 'number'], ['lr', 'number'], ['eta', 'number'], ['seed', 'number']];
@@ -16,6 +16,7 @@ const FIELDS = {
   eval: [['model', 'text'], ['seed', 'number']],
   profile: [['model', 'text'], ['seed', 'number']],
   pretrain: [['seed', 'number']], // a pretrain config has no model
+  reward_train: [['steps', 'number'], ['degradations', 'text'], ['seed', 'number']],
 };
 
 // The 0-based line of a dotted field path in pretty-printed JSON, or -1.
