@@ -151,6 +151,9 @@ const ConfigField eval_fields[] = {
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
     RUNTIME_CONFIG_FIELDS(EvalConfig),
     F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
+    {"pref_model", CONFIG_STRING, offsetof(EvalConfig, pref_model), 0, 0, "\"\"", NULL,
+     "a preference model (kind reward_train) that also scores every ODE sample: pref_mean in "
+     "eval.json, a pref field per sample. \"\" = none"},
     REMOTE_CONFIG_FIELDS(EvalConfig),
 };
 const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
@@ -269,7 +272,8 @@ const ConfigField grpo_fields[] = {
     {"pref_model", CONFIG_STRING, offsetof(GrpoRunConfig, pref_model), 0, 0, "\"\"", NULL,
      "a preference model that kind reward_train made (models/pref-small.safetensors is one): "
      "every rollout image is scored by it with its prompt, the reward component pref (at "
-     "weight 0 logged without steering training). \"\" = none"},
+     "weight 0 logged without steering training), and so is every held-out evaluation's sample "
+     "(eval_pref). \"\" = none"},
     REMOTE_CONFIG_FIELDS(GrpoRunConfig),
     F(eval_every, CONFIG_INT, 0, 1000000, "10",
       "iterations between held-out evaluations; 0 = end only"),

@@ -71,7 +71,8 @@ typedef struct {
     int batch, threads, grid_images;
     char backend[CONFIG_STRING_MAX];
     char precision[CONFIG_STRING_MAX];
-    RemoteSettings remote; /* scores the ODE samples too, when it names a server */
+    char pref_model[CONFIG_STRING_MAX]; /* scores the ODE samples too, when set */
+    RemoteSettings remote;              /* and so does a server it names */
 } EvalConfig;
 
 #define EXPERIMENT_MAX_EPOCHS 16 /* grpo's passes over one iteration's rollouts */

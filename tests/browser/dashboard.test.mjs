@@ -151,8 +151,8 @@ try {
     await page.waitForFunction(() => document.querySelectorAll('[data-chart="ratio per chunk"] .u-legend .u-series').length === 5, null, { timeout: 5000 });
   });
   await check('a reward server\'s score of the evaluations, charted when the run logs it', async () => {
-    const chart = '[data-chart="remote reward in evaluations"]';
-    assert((await page.$$eval(`${chart} .u-legend .u-series`, (s) => s.slice(1).map((x) => x.querySelector('.u-label').textContent))).join() === 'held out',
+    const chart = '[data-chart="other rewards in evaluations"]';
+    assert((await page.$$eval(`${chart} .u-legend .u-series`, (s) => s.slice(1).map((x) => x.querySelector('.u-label').textContent))).join() === 'remote, held out',
       'no chart of eval_remote');
     assert(await page.getAttribute(chart, 'data-points') === '4', `points: ${await page.getAttribute(chart, 'data-points')}`);
   });

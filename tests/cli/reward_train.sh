@@ -74,6 +74,23 @@ ok &= all(abs(m['reward'] - m['components']['align'] - 0.5 * m['components']['pr
 print(ok and len({m['components']['pref'] for m in members}) == len(members) and 'reward_remote_mean' not in rows[0])
 PY
 )" = True ]
+check "  ... and its evaluations score their samples with it (eval_pref)" [ "$($PYTHON - "$TMP/g" <<'PY'
+import json, sys
+last = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')][-1]
+ode = json.load(open(sys.argv[1] + '/eval/iter-0000002/eval.json'))['ode']
+pref = [json.loads(l)['pref'] for l in open(sys.argv[1] + '/eval/iter-0000002/samples.jsonl')]
+close = lambda a, b: abs(a - b) <= 1e-5 * max(1, abs(b))  # the metrics carry 7 digits
+print(len(pref) == 2 and close(last['eval_pref'], sum(pref) / 2) and close(ode['pref_mean'], sum(pref) / 2))
+PY
+)" = True ]
+MODEL=tests/reference/fixtures/tiny_model.safetensors
+echo '{"kind": "eval", "model": "'$MODEL'", "max_prompts": 3, "ode_seeds": 2, "sde_prompts": 0, "steps": 4, "pref_model": "'$TMP/a/model.safetensors'"}' >"$TMP/e.json"
+run "$TMP/e.json" --out "$TMP/e"
+check "an eval run adds the preference model's mean over its ODE samples" [ "$rc" -eq 0 -a "$($PYTHON -c "
+import json
+ode = json.load(open('$TMP/e/eval.json'))['ode']
+pref = [json.loads(l)['pref'] for l in open('$TMP/e/samples.jsonl')]
+print(len(pref) == 6 and abs(ode['pref_mean'] - sum(pref) / 6) <= 1e-5 * max(1, abs(ode['pref_mean'])))")" = True ]
 
 grpo "$TMP/g.json" '"rewards": {"pref": 1}'
 run "$TMP/g.json" --out "$TMP/nopref"

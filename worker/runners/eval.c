@@ -15,6 +15,7 @@
 #include "ops.h"
 #include "png.h"
 #include "rewards/align.h"
+#include "rewards/pref.h"
 #include "rewards/remote.h"
 #include "runners/runner_util.h"
 #include "sampler.h"
@@ -150,9 +151,10 @@ done:
     return rc;
 }
 
-/* One line of samples.jsonl; remote is the reward server's score, NAN when it gave none. */
+/* One line of samples.jsonl; pref and remote are the preference model's and the reward
+ * server's scores, NAN when there is none. */
 static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_or_member,
-                       const AlignResult *r, float remote)
+                       const AlignResult *r, float pref, float remote)
 {
     json_t *o = json_object(), *reqs = json_array();
     json_object_set_new(o, "pass", json_string(pass));
@@ -167,6 +169,7 @@ static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_o
         json_array_append_new(reqs, q);
     }
     json_object_set_new(o, "requirements", reqs);
+    if (!isnan(pref)) json_object_set_new(o, "pref", json_real(pref));
     if (!isnan(remote)) json_object_set_new(o, "remote", json_real(remote));
     char *line = json_dumps(o, JSON_COMPACT);
     fprintf(f, "%s\n", line);
@@ -230,14 +233,24 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     double *best = malloc((size_t)(np ? np : 1) * sizeof *best); /* [np] over the ODE seeds */
     int *tpl = malloc((size_t)(np ? np : 1) * sizeof *tpl);      /* [np], -1 outside the grammar */
     float *remote_score = malloc((size_t)(np ? np : 1) * sizeof *remote_score); /* [np] a seed's */
+    float *pref_score = malloc((size_t)(np ? np : 1) * sizeof *pref_score);     /* [np] a seed's */
+    PrefModel *pref = NULL;
     Trajectory *tr = NULL;
     RemoteReward *remote = NULL;
-    if (!log || !tokens || !prompt_of || !prompts || !res || !best || !tpl || !remote_score) {
+    if (!log || !tokens || !prompt_of || !prompts || !res || !best || !tpl || !remote_score ||
+        !pref_score) {
         snprintf(err, errlen, "%s: cannot write, or out of memory", path);
         goto done;
     }
     if (c->remote.url[0] && !(remote = remote_reward_open(&c->remote, err, errlen))) goto done;
-    for (int i = 0; i < np; i++) remote_score[i] = NAN;
+    if (c->pref_model[0]) {
+        char why[1024];
+        if (!(pref = pref_open(c->pref_model, np ? np : 1, why, sizeof why))) {
+            snprintf(err, errlen, "config.pref_model: %s", why);
+            goto done;
+        }
+    }
+    for (int i = 0; i < np; i++) remote_score[i] = pref_score[i] = NAN;
     for (int i = 0; i < np; i++) {
         prompts[i] = list[spread_index(listed, i, np)];
         tpl[i] = prompt_template(prompts[i]);
@@ -259,7 +272,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         sc.kind = SAMPLER_ODE;
         KindMeans kinds = {0};
         TemplateMeans by_tpl = {0};
-        double sum = 0, remote_sum = 0;
+        double sum = 0, remote_sum = 0, pref_sum = 0;
         int remote_scored = 0, remote_errors = 0;
         for (int i = 0; i < np; i++) best[i] = -INFINITY;
         for (int i = 0; i < np; i++) tokenize(vocab, prompts[i], T, tokens + i * T);
@@ -268,11 +281,15 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                                  eval_hybrid_steps(c->hybrid_steps, c->steps), &sc, tokens, prompts,
                                  np, (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
                 goto done;
+            if (pref && pref_score_images(pref, prompts, tr->x0_hat, np, mc->image_size, pref_score,
+                                          err, errlen))
+                goto done;
             if (remote && remote_pass(remote, k, np, prompts, tr, mc, remote_score, &remote_errors,
                                       err, errlen))
                 goto done;
             for (int i = 0; i < np; i++) {
                 if (!isnan(remote_score[i])) remote_sum += remote_score[i], remote_scored++;
+                if (pref) pref_sum += pref_score[i];
                 sum += res[i].score;
                 best[i] = fmax(best[i], res[i].score);
                 kind_add(&kinds, &res[i]);
@@ -280,7 +297,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                     by_tpl.align[tpl[i]].sum += res[i].score;
                     by_tpl.align[tpl[i]].count++;
                 }
-                log_sample(log, "ode", prompts[i], k, &res[i], remote_score[i]);
+                log_sample(log, "ode", prompts[i], k, &res[i], pref_score[i], remote_score[i]);
             }
             if (k == 0 && c->grid_images) {
                 snprintf(path, sizeof path, "%s/ode_grid.png", out);
@@ -316,6 +333,10 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         }
         json_object_set_new(o, "by_requirement", kind_json(&kinds));
         json_object_set_new(o, "by_template", template_json(&by_tpl, 1));
+        if (pref) {
+            json_object_set_new(o, "pref_model", json_string(c->pref_model));
+            json_object_set_new(o, "pref_mean", json_real(pref_sum / n_ode));
+        }
         if (remote) {
             json_object_set_new(o, "remote_reward", json_string(c->remote.reward));
             json_object_set_new(o, "remote_mean", json_real(remote_sum / remote_scored));
@@ -347,7 +368,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                 mean += r->score;
                 lo = fmin(lo, r->score), hi = fmax(hi, r->score);
                 kind_add(&kinds, r);
-                log_sample(log, "sde", prompt_of[g * G], j, r, NAN);
+                log_sample(log, "sde", prompt_of[g * G], j, r, NAN, NAN);
             }
             mean /= G;
             if (t >= 0) {
@@ -390,8 +411,9 @@ done:
     free(res);
     free(best);
     free(tpl);
-    free(remote_score);
+    free(remote_score), free(pref_score);
     remote_reward_close(remote);
+    pref_close(pref);
     return rc;
 }
 

@@ -320,6 +320,7 @@ typedef struct {
 typedef struct {
     double align, best_of_seeds, train_align;
     double remote, train_remote; /* the reward server's means, NAN without one */
+    double pref, train_pref;     /* the preference model's means, NAN without one */
     double by_template[TEMPLATE_KINDS], train_by_template[TEMPLATE_KINDS];
 } EvalScores;
 
@@ -668,6 +669,8 @@ static void set_eval_scores(json_t *o, const EvalScores *e)
     json_object_set_new(o, "eval_best_of_seeds", json_real(e->best_of_seeds));
     if (!isnan(e->train_align))
         json_object_set_new(o, "eval_train_align", json_real(e->train_align));
+    if (!isnan(e->pref)) json_object_set_new(o, "eval_pref", json_real(e->pref));
+    if (!isnan(e->train_pref)) json_object_set_new(o, "eval_train_pref", json_real(e->train_pref));
     if (!isnan(e->remote)) json_object_set_new(o, "eval_remote", json_real(e->remote));
     if (!isnan(e->train_remote))
         json_object_set_new(o, "eval_train_remote", json_real(e->train_remote));
@@ -822,11 +825,12 @@ static void swap_ema(Run *r)
 }
 
 /* One ODE evaluation of the policy on list [n] (NULL: ec's set) into dir: its mean into *mean,
- * its mean per template into by_template [TEMPLATE_KINDS] (NAN where none was scored) and, when
- * best is set, its best-of-seeds mean into *best. */
+ * its mean per template into by_template [TEMPLATE_KINDS] (NAN where none was scored), when best
+ * is set its best-of-seeds mean into *best, and the preference model's and reward server's means
+ * into *pref and *remote (NAN without them). */
 static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int n, const char *dir,
-                      double *mean, double *by_template, double *best, double *remote, char *err,
-                      size_t errlen)
+                      double *mean, double *by_template, double *best, double *pref, double *remote,
+                      char *err, size_t errlen)
 {
     json_t *report = json_object();
     int rc = eval_model(r->pol, r->base_pol, &r->vocab, ec, list, n, dir, report, err, errlen);
@@ -839,8 +843,9 @@ static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int
             by_template[k] = e ? json_real_value(json_object_get(e, "align_mean")) : NAN;
         }
         if (best) *best = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
-        json_t *rm = json_object_get(ode, "remote_mean");
+        json_t *rm = json_object_get(ode, "remote_mean"), *pm = json_object_get(ode, "pref_mean");
         *remote = rm ? json_real_value(rm) : NAN;
+        *pref = pm ? json_real_value(pm) : NAN;
     }
     json_decref(report);
     return rc;
@@ -869,10 +874,11 @@ static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err,
     snprintf(ec.base_model, sizeof ec.base_model, "%.200s", c->model);
     ec.hybrid_steps = c->hybrid_steps;
     ec.remote = c->remote;
+    snprintf(ec.pref_model, sizeof ec.pref_model, "%s", c->pref_model);
     char dir[PATH_BUF + 80]; /* room for /train after it */
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
-    *s = (EvalScores){.train_align = NAN,
-                      .train_remote = NAN}; /* the held-out pass fills the rest */
+    /* the held-out pass fills the rest */
+    *s = (EvalScores){.train_align = NAN, .train_pref = NAN, .train_remote = NAN};
     for (int k = 0; k < TEMPLATE_KINDS; k++) s->train_by_template[k] = NAN;
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
@@ -880,14 +886,14 @@ static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err,
         swap_ema(r);
     }
     int rc = score_pass(r, &ec, NULL, 0, dir, &s->align, s->by_template, &s->best_of_seeds,
-                        &s->remote, err, errlen);
+                        &s->pref, &s->remote, err, errlen);
     if (rc == 0 && c->eval_train_prompts) {
         snprintf(ec.prompts, sizeof ec.prompts, "%s", c->prompts);
         ec.max_prompts = c->eval_train_prompts;
         size_t used = strlen(dir);
         snprintf(dir + used, sizeof dir - used, "/train");
         rc = score_pass(r, &ec, r->prompts, r->num_prompts, dir, &s->train_align,
-                        s->train_by_template, NULL, &s->train_remote, err, errlen);
+                        s->train_by_template, NULL, &s->train_pref, &s->train_remote, err, errlen);
     }
     if (r->ema) swap_ema(r);
     return rc;
