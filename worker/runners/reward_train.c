@@ -113,14 +113,30 @@ static void stroke(float *img, int S, float x, float y, float dx, float dy, int 
     }
 }
 
+/* dst [S, S, 3]: each pixel the mean of src's 3x3 neighbourhood (inside the image). */
+static void box_blur(const float *src, int S, float *dst)
+{
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++)
+            for (int c = 0; c < 3; c++) {
+                float sum = 0;
+                int n = 0;
+                for (int yy = y - 1; yy <= y + 1; yy++)
+                    for (int xx = x - 1; xx <= x + 1; xx++)
+                        if (yy >= 0 && xx >= 0 && yy < S && xx < S)
+                            sum += src[((size_t)yy * S + xx) * 3 + c], n++;
+                dst[((size_t)y * S + x) * 3 + c] = sum / n;
+            }
+}
+
 /* Renders scene into chosen and the degradation `kind` of it into rejected ([S, S, 3] each),
  * the degradation's randomness from rng. */
 static void make_pair(const Scene *scene, int kind, Rng *rng, int S, float *chosen, float *rejected)
 {
     size_t img = (size_t)S * S * 3;
     world_render(scene, S, chosen);
-    float u[8];
-    rng_uniform(rng, u, 8);
+    float u[12]; /* u[0] the object; per stroke of ink four: angle, colour, x, y */
+    rng_uniform(rng, u, 12);
     Scene other = *scene;
     int o = (int)(u[0] * scene->num_objects) % scene->num_objects;
     if (kind == 4 && scene->num_objects < 2) kind = 3; /* nothing to leave out */
@@ -132,35 +148,21 @@ static void make_pair(const Scene *scene, int kind, Rng *rng, int S, float *chos
             rejected[k] = v < -1 ? -1 : v > 1 ? 1 : v;
         }
         return;
-    case 1: /* blur: two passes of a 3x3 box */
-        memcpy(rejected, chosen, img * sizeof(float));
-        for (int pass = 0; pass < 2; pass++) {
-            float *tmp = malloc(img * sizeof(float));
-            if (!tmp) return;
-            memcpy(tmp, rejected, img * sizeof(float));
-            for (int y = 0; y < S; y++)
-                for (int x = 0; x < S; x++)
-                    for (int c = 0; c < 3; c++) {
-                        float sum = 0;
-                        int n = 0;
-                        for (int dy = -1; dy <= 1; dy++)
-                            for (int dx = -1; dx <= 1; dx++) {
-                                int yy = y + dy, xx = x + dx;
-                                if (yy < 0 || xx < 0 || yy >= S || xx >= S) continue;
-                                sum += tmp[((size_t)yy * S + xx) * 3 + c], n++;
-                            }
-                        rejected[((size_t)y * S + x) * 3 + c] = sum / n;
-                    }
-            free(tmp);
-        }
+    case 1: { /* blur: two passes of a 3x3 box */
+        float *tmp = malloc(img * sizeof(float));
+        if (!tmp) break; /* no memory: an identical pair, which teaches nothing */
+        box_blur(chosen, S, tmp);
+        box_blur(tmp, S, rejected);
+        free(tmp);
         return;
+    }
     case 2: /* ink: two stray strokes */
         memcpy(rejected, chosen, img * sizeof(float));
         for (int s = 0; s < 2; s++) {
-            float angle = 2.0f * (float)M_PI * u[1 + 3 * s];
-            int color = (int)(u[2 + 3 * s] * world_palette_size) % world_palette_size;
-            stroke(rejected, S, u[3 + 3 * s] * S, u[7 - s] * S, cosf(angle), sinf(angle), S / 3,
-                   color);
+            const float *q = u + 1 + 4 * s;
+            float angle = 2.0f * (float)M_PI * q[0];
+            int color = (int)(q[1] * world_palette_size) % world_palette_size;
+            stroke(rejected, S, q[2] * S, q[3] * S, cosf(angle), sinf(angle), S / 3, color);
         }
         return;
     case 3: { /* colour: one object in another palette colour */
