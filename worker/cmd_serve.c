@@ -146,7 +146,8 @@ typedef struct {
     int64_t id;
     int attempt;
     const json_t *config; /* the lease's effective config (borrowed) */
-    const char *iter_key; /* the metrics' iteration field: "iteration", or "step" (pretrain) */
+    const char *iter_key; /* the metrics' iteration field: "iteration", or "step" (pretrain,
+                             reward_train) */
     int64_t total;        /* iterations or steps; 0 for kinds without */
     char dir[PATH_BUF], run[PATH_BUF + 8], metrics[PATH_BUF + 32], log[PATH_BUF + 16];
     char state[PATH_BUF + 16], config_path[PATH_BUF + 16];
@@ -870,7 +871,7 @@ static int run_job(Serve *s, const json_t *lease)
                .uploaded = json_object()};
     Job *j = &job;
     const char *kind = json_string_value(json_object_get(j->config, "kind"));
-    if (kind && strcmp(kind, "pretrain") == 0) {
+    if (kind && (strcmp(kind, "pretrain") == 0 || strcmp(kind, "reward_train") == 0)) {
         j->iter_key = "step";
         j->total = json_integer_value(json_object_get(j->config, "steps"));
     } else if (kind && strcmp(kind, "grpo") == 0) {

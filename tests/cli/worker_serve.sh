@@ -12,8 +12,9 @@
 #   (f) a wrong token (or none) is refused with a clear message and exit 3 (2);
 #   (g) SIGTERM to a worker mid-run puts the experiment back in the queue (the worker exits 0)
 #       and a new worker finishes it with the same model;
-#   (h) a pretraining experiment (metrics by step, sample grids) and a runner that fails (the
-#       experiment fails with the runner's last line as the reason).
+#   (h) a pretraining experiment (metrics by step, sample grids), a learned reward's (metrics
+#       by step, evaluations in them), and a runner that fails (the experiment fails with the
+#       runner's last line as the reason).
 # Runs are frozen (SIGSTOP of the runner) where a race with their end would otherwise decide.
 set -u
 cd "$(dirname "$0")/../.."
@@ -229,6 +230,12 @@ await $WPID
 check "(h) a pretraining experiment succeeds" status_is $P succeeded
 check "(h) its metrics are keyed by step" [ "$(api GET "/api/v1/experiments/$P/metrics?keys=loss"; jget "j['series']['loss']['iteration']")" = "[5, 10, 15, 20]" ]
 check "(h) its sample grids and EMA model are artifacts" eval 'has_artifact $P samples/step-0000020-ema.png && has_artifact $P model_ema.safetensors'
+api POST /api/v1/experiments '{"config": {"kind": "reward_train", "preset": "tiny", "dim": 0, "depth": 0, "steps": 20, "batch_size": 4, "warmup_steps": 2, "eval_every": 10, "eval_pairs": 8, "log_every": 5, "checkpoint_every": 10, "threads": 2}}'
+R=$(jget "j['id']")
+worker h --once
+await $WPID
+check "(h) a learned-reward experiment succeeds, its model an artifact" eval 'status_is $R succeeded && has_artifact $R model.safetensors'
+check "(h) its metrics are keyed by step, evaluations by degradation among them" [ "$(api GET "/api/v1/experiments/$R/metrics?keys=loss,eval_accuracy,eval_accuracy_by.noise"; jget "(j['series']['loss']['iteration'], j['series']['eval_accuracy']['iteration'], j['series']['eval_accuracy_by.noise']['iteration'])")" = "([5, 10, 15, 20], [10, 20], [10, 20])" ]
 api POST /api/v1/experiments "{\"config\": $(config 4 | sed 's#"model": "[^"]*"#"model": "/nonexistent/m.safetensors"#')}"
 F=$(jget "j['id']")
 worker h --once

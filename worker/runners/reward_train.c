@@ -3,6 +3,7 @@
  */
 #include "runners/reward_train.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,8 +229,8 @@ static void train_step(Run *r, const RewardTrainConfig *c, int step, double *los
     *grad_norm = policy_adamw_step(r->pol, &r->opt);
 }
 
-/* The held-out pairs' accuracy, overall and per degradation, as a metrics line. */
-static void evaluate(Run *r, const RewardTrainConfig *c, int step, FILE *metrics)
+/* The held-out pairs' accuracy, overall and per degradation, into the metrics object o. */
+static void evaluate(Run *r, const RewardTrainConfig *c, json_t *o)
 {
     int right[REWARD_DEGRADATIONS] = {0}, seen[REWARD_DEGRADATIONS] = {0}, total_right = 0;
     for (int first = 0; first < c->eval_pairs; first += c->batch_size) {
@@ -241,14 +242,13 @@ static void evaluate(Run *r, const RewardTrainConfig *c, int step, FILE *metrics
             right[r->kind_of[i]] += ok, seen[r->kind_of[i]]++, total_right += ok;
         }
     }
-    fprintf(metrics, "{\"step\":%d,\"eval_accuracy\":%.6g,\"eval_accuracy_by\":{", step,
-            (double)total_right / c->eval_pairs);
-    for (int k = 0, n = 0; k < REWARD_DEGRADATIONS; k++)
+    json_t *by = json_object();
+    for (int k = 0; k < REWARD_DEGRADATIONS; k++)
         if (seen[k])
-            fprintf(metrics, "%s\"%s\":%.6g", n++ ? "," : "", reward_degradation_names[k],
-                    (double)right[k] / seen[k]);
-    fprintf(metrics, "}}\n");
-    fflush(metrics);
+            json_object_set_new(by, reward_degradation_names[k],
+                                json_real((double)right[k] / seen[k]));
+    json_object_set_new(o, "eval_accuracy", json_real((double)total_right / c->eval_pairs));
+    json_object_set_new(o, "eval_accuracy_by", by);
 }
 
 static double now_s(void)
@@ -292,17 +292,29 @@ int reward_train_run(const RewardTrainConfig *c, const char *out, int resume,
         double dt = now_s() - t0;
         w_loss += loss, w_acc += acc, w_margin += margin, w_time += dt, window++;
         int done_steps = step + 1;
-        if (done_steps % c->log_every == 0 || done_steps == c->steps) {
-            fprintf(metrics,
-                    "{\"step\":%d,\"loss\":%.6g,\"accuracy\":%.6g,\"margin\":%.6g,\"lr\":%.6g,"
-                    "\"grad_norm\":%.6g,\"sec_per_step\":%.4f}\n",
-                    done_steps, w_loss / window, w_acc / window, w_margin / window, lr_at(c, step),
-                    grad_norm, w_time / window);
+        /* one line per step that logs or evaluates: a step is one event for the server */
+        int logging = done_steps % c->log_every == 0 || done_steps == c->steps;
+        int evaluating =
+            (c->eval_every && done_steps % c->eval_every == 0) || done_steps == c->steps;
+        if (logging || evaluating) {
+            json_t *o = json_object();
+            json_object_set_new(o, "step", json_integer(done_steps));
+            if (logging) {
+                json_object_set_new(o, "loss", json_real(w_loss / window));
+                json_object_set_new(o, "accuracy", json_real(w_acc / window));
+                json_object_set_new(o, "margin", json_real(w_margin / window));
+                json_object_set_new(o, "lr", json_real(lr_at(c, step)));
+                json_object_set_new(o, "grad_norm", json_real(grad_norm));
+                json_object_set_new(o, "sec_per_step", json_real(w_time / window));
+                w_loss = w_acc = w_margin = w_time = 0, window = 0;
+            }
+            if (evaluating) evaluate(&r, c, o);
+            char *line = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
+            fprintf(metrics, "%s\n", line);
             fflush(metrics);
-            w_loss = w_acc = w_margin = w_time = 0, window = 0;
+            free(line);
+            json_decref(o);
         }
-        if ((c->eval_every && done_steps % c->eval_every == 0) || done_steps == c->steps)
-            evaluate(&r, c, done_steps, metrics);
         if (progress) progress(progress_ctx, done_steps, c->steps, loss, lr_at(c, step), dt);
         int stopping = stop && *stop;
         if (done_steps % c->checkpoint_every == 0 || done_steps == c->steps || stopping)

@@ -15,8 +15,9 @@
  * (scenes whose captions pretraining never showed): accuracy overall and per degradation.
  * AdamW with warm-up and cosine decay; resumes bit for bit like pretraining.
  *
- * Output folder: config.json, metrics.jsonl ("step" lines: loss, accuracy, margin; evaluations:
- * eval_accuracy and eval_accuracy_by {"noise": ...}), checkpoints/, model.safetensors.
+ * Output folder: config.json, metrics.jsonl (one line per step that logs or evaluates: loss,
+ * accuracy, margin, lr, grad_norm over the steps since the last line; eval_accuracy and
+ * eval_accuracy_by {"noise": ...}), checkpoints/, model.safetensors.
  */
 #ifndef CHUNKGRPO_REWARD_TRAIN_H
 #define CHUNKGRPO_REWARD_TRAIN_H
