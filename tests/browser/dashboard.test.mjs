@@ -247,6 +247,17 @@ try {
     await page.waitForSelector('[data-charts-drawn]');
     assert(!(await page.$('[data-templates]')) && !(await page.textContent('main')).includes('caption template'), 'a template section on an eval experiment');
   });
+  await check('a learned reward\'s run: pair accuracy, and held out by degradation', async () => {
+    const r = await fetch(`${BASE}/api/v1/experiments?limit=200`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    const pref = (await r.json()).items.find((e) => e.name === 'pref-reward');
+    await page.goto(`${BASE}/#/experiments/${pref.id}`);
+    await page.waitForSelector('[data-charts-drawn]');
+    const legend = (title) => page.$$eval(`[data-chart="${title}"] .u-legend .u-series`, (s) => s.slice(1).map((x) => x.querySelector('.u-label').textContent));
+    assert((await legend('pair accuracy')).join() === 'training batches,held out', `pair accuracy: ${await legend('pair accuracy')}`);
+    assert((await legend('held-out pair accuracy by degradation')).join() === 'colour,noise',
+      `by degradation: ${await legend('held-out pair accuracy by degradation')}`);
+    assert(!(await page.$('[data-templates]')), 'a template section on a reward_train experiment');
+  });
   await check('workers: the registered worker with its device', async () => {
     await page.goto(`${BASE}/#/workers`);
     const t = await page.textContent('table[data-page=workers]');

@@ -32,9 +32,17 @@ A=$(create alpha-chunk 3 "$GRPO")
 B=$(create beta-step 2 "${GRPO%\}}, \"method\": \"grpo\"}")
 C=$(create alpha-chunk-seed7 3 "${GRPO%\}}, \"seed\": 7}") # A's config but the seed: one method over seeds
 BIG=$(create big 1 '{"kind": "grpo", "model": "models/shapes-small.safetensors", "iterations": 10000}')
+PREF=$(create pref-reward 1 '{"kind": "reward_train", "steps": 20}')
 create queued-eval 0 '{"kind": "eval", "model": "models/shapes-small.safetensors"}' >/dev/null
-for _ in 1 2 3 4; do TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/lease?wait=0"; done
-check "four experiments leased to the test worker" [ "$(jget "j['experiment']['id']")" = "$BIG" ]
+for _ in 1 2 3 4 5; do TOKEN=$WTOKEN api POST "/api/v1/workers/$WID/lease?wait=0"; done
+check "five experiments leased to the test worker" [ "$(jget "j['experiment']['id']")" = "$PREF" ]
+# a learned reward's run: training lines by step, evaluations by degradation at 10 and 20
+TOKEN=$WTOKEN api POST "/api/v1/experiments/$PREF/events" "{\"worker_id\": \"$WID\", \"events\": [$(for s in 5 10 15 20; do
+    printf '{"seq": %d, "type": "metrics", "data": {"iteration": %d, "values": {"loss": %s, "accuracy": %s%s}}}%s' \
+        $((s / 5)) $s "0.$((9 - s / 5))" "0.$((5 + s / 5))" \
+        "$([ $((s % 10)) = 0 ] && echo ", \"eval_accuracy\": 0.8, \"eval_accuracy_by.noise\": 1, \"eval_accuracy_by.colour\": 0.6")" \
+        "$([ $s = 20 ] || echo ,)"; done)]}"
+check "metrics of a learned reward's run" [ "$status" = 200 ]
 
 # metrics EXPERIMENT FIRST_SEQ FIRST_ITER COUNT SHIFT: one events body, every dashboard series
 metrics() {
