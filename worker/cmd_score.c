@@ -1,11 +1,12 @@
 /*
  * cmd_score.c: two subcommands around the shapes world.
  *
- * `chunkgrpo-worker score --reward align (--prompt TEXT IMAGE.png... | --pairs FILE.jsonl)`
- * scores PNG images with a reward and prints one JSON object per image and line (JSON Lines),
- * in input order:
+ * `chunkgrpo-worker score --reward align|pref [--model M] (--prompt TEXT IMAGE.png... | --pairs
+ * FILE.jsonl)` scores PNG images with a reward and prints one JSON object per image and line
+ * (JSON Lines), in input order:
  *   {"image":"a.png","prompt":"a red circle","reward":"align","score":0.93,
  *    "requirements":[{"kind":"object","target":"red circle","score":0.95,"detail":"..."},...]}
+ * (pref, the learned preference model at --model, gives the score alone).
  * (plus "line": N, the line of the pairs file, with --pairs). The mean goes to stderr. Every
  * prompt and every line of the pairs file is checked before the first image is read; messages
  * name the flag, or FILE:LINE and the field.
@@ -27,6 +28,7 @@
 #include "jsonutil.h"
 #include "png.h"
 #include "rewards/align.h"
+#include "rewards/pref.h"
 #include "world/shapes.h"
 
 /* ---- score */
@@ -198,24 +200,25 @@ static int read_pairs(const char *path, ScoreList *out)
     return rc;
 }
 
-/* One result as a JSON line on stdout. Returns 0, or -1 when a string is not valid UTF-8 (the
- * caller reports it) or memory runs out. */
-static int print_result(const ScoreItem *it, const AlignResult *r)
+/* One result as a JSON line on stdout: reward's score, and align's breakdown r (NULL for
+ * other rewards). Returns 0, or -1 when a string is not valid UTF-8 (the caller reports it) or
+ * memory runs out. */
+static int print_result(const ScoreItem *it, const char *reward, double score, const AlignResult *r)
 {
     json_t *o = json_object(), *reqs = json_array();
     int ok = o && reqs;
     ok = ok && json_object_set_new(o, "image", json_string(it->image)) == 0;
     if (ok && it->line) ok = json_object_set_new(o, "line", json_integer(it->line)) == 0;
     ok = ok && json_object_set_new(o, "prompt", json_string(it->prompt)) == 0;
-    ok = ok && json_object_set_new(o, "reward", json_string("align")) == 0;
-    ok = ok && json_object_set_new(o, "score", json_real(r->score)) == 0;
-    for (int i = 0; ok && i < r->num_requirements; i++) {
+    ok = ok && json_object_set_new(o, "reward", json_string(reward)) == 0;
+    ok = ok && json_object_set_new(o, "score", json_real(score)) == 0;
+    for (int i = 0; ok && r && i < r->num_requirements; i++) {
         const AlignRequirement *q = &r->req[i];
         json_t *e = json_pack("{s:s, s:s, s:f, s:s}", "kind", q->kind, "target", q->target, "score",
                               (double)q->score, "detail", q->detail);
         ok = e && json_array_append_new(reqs, e) == 0;
     }
-    if (ok) {
+    if (ok && r) {
         ok = json_object_set_new(o, "requirements", reqs) == 0;
         reqs = NULL;
     }
@@ -230,8 +233,9 @@ static int print_result(const ScoreItem *it, const AlignResult *r)
     return 0;
 }
 
-/* Scores every item in order. Returns 0 or an exit status. */
-static int score_items(const ScoreList *l, const char *pairs_path)
+/* Scores every item in order with align, or with the preference model pm when it is set.
+ * Returns 0 or an exit status. */
+static int score_items(const ScoreList *l, const char *pairs_path, PrefModel *pm)
 {
     AlignWorkspace *ws = NULL;
     int ws_size = 0, rc = 0;
@@ -248,6 +252,27 @@ static int score_items(const ScoreList *l, const char *pairs_path)
             fprintf(stderr, "%s score: %s%s\n", progname, where, err);
             rc = EXIT_BAD_INPUT;
             break;
+        }
+        if (pm) {
+            float *img = malloc((size_t)w * h * 3 * sizeof(float)), score = 0;
+            for (size_t k = 0; img && k < (size_t)w * h * 3; k++) img[k] = rgb[k] / 127.5f - 1.0f;
+            if (!img) {
+                fprintf(stderr, "%s score: out of memory for a %dx%d image\n", progname, w, h);
+                rc = EXIT_IO;
+            } else if (w != h || pref_score_images(pm, (const char *const *)&it->prompt, img, 1, w,
+                                                   &score, err, sizeof err) != 0) {
+                if (w != h) snprintf(err, sizeof err, "image is %dx%d, not square", w, h);
+                fprintf(stderr, "%s score: %s%s: %s\n", progname, where, it->image, err);
+                rc = EXIT_BAD_INPUT;
+            } else if (print_result(it, "pref", score, NULL) != 0) {
+                fprintf(stderr, "%s score: %s%s: the image path or the prompt is not valid UTF-8\n",
+                        progname, where, it->image);
+                rc = EXIT_BAD_INPUT;
+            }
+            sum += score;
+            free(img);
+            free(rgb);
+            continue;
         }
         if (w != h || w > ALIGN_MAX_SIZE) {
             fprintf(stderr,
@@ -273,7 +298,7 @@ static int score_items(const ScoreList *l, const char *pairs_path)
         if (align_score_rgb8(ws, it->prompt, rgb, w, h, &r, err, sizeof err) != 0) {
             fprintf(stderr, "%s score: %s%s: %s\n", progname, where, it->image, err);
             rc = EXIT_BAD_INPUT;
-        } else if (print_result(it, &r) != 0) {
+        } else if (print_result(it, "align", r.score, &r) != 0) {
             fprintf(stderr, "%s score: %s%s: the image path or the prompt is not valid UTF-8\n",
                     progname, where, it->image);
             rc = EXIT_BAD_INPUT;
@@ -287,16 +312,19 @@ static int score_items(const ScoreList *l, const char *pairs_path)
         return EXIT_IO;
     }
     if (rc == 0)
-        fprintf(stderr, "align: %d image%s, mean %.4f\n", l->n, l->n == 1 ? "" : "s", sum / l->n);
+        fprintf(stderr, "%s: %d image%s, mean %.4f\n", pm ? "pref" : "align", l->n,
+                l->n == 1 ? "" : "s", sum / l->n);
     return rc;
 }
 
 static void score_usage(FILE *out)
 {
     fprintf(out,
-            "usage: %s score --reward align --prompt TEXT IMAGE.png...\n"
-            "       %s score --reward align --pairs FILE.jsonl\n"
-            "Prints one JSON object per image (JSON Lines) with the score and its breakdown.\n"
+            "usage: %s score --reward align|pref [--model M] --prompt TEXT IMAGE.png...\n"
+            "       %s score --reward align|pref [--model M] --pairs FILE.jsonl\n"
+            "Prints one JSON object per image (JSON Lines) with the score and, for align, its\n"
+            "breakdown. pref is the learned preference model at --model (kind reward_train;\n"
+            "models/pref-small.safetensors), which scores images of its own size.\n"
             "FILE.jsonl: one {\"prompt\": ..., \"image\": ...} per line; image paths are "
             "relative\nto the folder of FILE.jsonl. See docs/prompts.md.\n",
             progname, progname);
@@ -305,13 +333,11 @@ static void score_usage(FILE *out)
 int cmd_score(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"reward", required_argument, 0, 'r'},
-        {"prompt", required_argument, 0, 'p'},
-        {"pairs", required_argument, 0, 'f'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"reward", required_argument, 0, 'r'}, {"prompt", required_argument, 0, 'p'},
+        {"pairs", required_argument, 0, 'f'},  {"model", required_argument, 0, 'm'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
-    const char *reward = NULL, *prompt = NULL, *pairs = NULL;
+    const char *reward = NULL, *prompt = NULL, *pairs = NULL, *model = NULL;
     int c;
     optind = 1;
     opterr = 0;
@@ -320,6 +346,7 @@ int cmd_score(int argc, char **argv)
         case 'r': reward = optarg; break;
         case 'p': prompt = optarg; break;
         case 'f': pairs = optarg; break;
+        case 'm': model = optarg; break;
         case 'h': score_usage(stdout); return 0;
         case ':':
             fprintf(stderr, "%s score: %s needs a value\n", progname, argv[optind - 1]);
@@ -331,12 +358,19 @@ int cmd_score(int argc, char **argv)
         }
     }
     if (!reward) {
-        fprintf(stderr, "%s score: --reward is required (available: align)\n", progname);
+        fprintf(stderr, "%s score: --reward is required (available: align, pref)\n", progname);
         return EXIT_USAGE;
     }
-    if (strcmp(reward, "align") != 0) {
-        fprintf(stderr, "%s score: --reward \"%s\" is not known (available: align)\n", progname,
-                reward);
+    int pref = strcmp(reward, "pref") == 0;
+    if (!pref && strcmp(reward, "align") != 0) {
+        fprintf(stderr, "%s score: --reward \"%s\" is not known (available: align, pref)\n",
+                progname, reward);
+        return EXIT_USAGE;
+    }
+    if (pref != (model != NULL)) {
+        fprintf(stderr, "%s score: %s\n", progname,
+                pref ? "--reward pref needs --model (a reward_train checkpoint)"
+                     : "--model is for --reward pref");
         return EXIT_USAGE;
     }
     if (!prompt == !pairs) {
@@ -375,7 +409,16 @@ int cmd_score(int argc, char **argv)
     } else {
         rc = read_pairs(pairs, &list);
     }
-    if (rc == 0) rc = score_items(&list, pairs);
+    PrefModel *pm = NULL;
+    if (rc == 0 && pref) {
+        char err[1024];
+        if (!(pm = pref_open(model, 1, err, sizeof err))) {
+            fprintf(stderr, "%s score: --model: %s\n", progname, err);
+            rc = EXIT_BAD_INPUT;
+        }
+    }
+    if (rc == 0) rc = score_items(&list, pairs, pm);
+    pref_close(pm);
     score_list_free(&list);
     return rc;
 }

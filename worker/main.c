@@ -46,9 +46,10 @@ static const struct {
      "      DIR/sample_000.png ... (each sample's x0_hat) and DIR/grid.png; --trajectory also\n"
      "      writes x [steps+1,n,S,S,C], logp [steps,n], sigmas, x0_hat and tokens."},
     {"score", cmd_score,
-     "--reward align (--prompt TEXT IMAGE.png... | --pairs FILE.jsonl)\n"
+     "--reward align|pref [--model M] (--prompt TEXT IMAGE.png... | --pairs FILE.jsonl)\n"
      "      Scores PNG images against prompts of the shapes world; prints one JSON object per\n"
-     "      image (score in [0, 1] and the breakdown per requirement). FILE.jsonl holds lines\n"
+     "      image (align: score in [0, 1] and the breakdown per requirement; pref: the score of\n"
+     "      the preference model M, a reward_train checkpoint). FILE.jsonl holds lines\n"
      "      {\"prompt\": ..., \"image\": ...}, image paths relative to the file's folder."},
     {"render", cmd_render,
      "(--caption TEXT | --split train|heldout|all) [--size 32] [--seed 1] [--index 0]\n"

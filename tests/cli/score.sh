@@ -228,6 +228,23 @@ expect_error "pairs: empty file" 3 "$P" "no pairs" -- score --reward align --pai
 expect_error "pairs: file that does not exist" 3 "$TMP/none.jsonl" -- \
     score --reward align --pairs "$TMP/none.jsonl"
 
+# ---- the learned preference reward (the shipped pref model)
+PREF=models/pref-small.safetensors
+run render --caption "a red circle" --size 32 --out "$TMP/red.png"
+run render --caption "a blue circle" --size 32 --out "$TMP/blue.png"
+run render --caption "a red circle" --size 16 --out "$TMP/red16.png"
+run score --reward pref --model "$PREF" --prompt "a red circle" "$TMP/red.png" "$TMP/blue.png"
+check "pref: the shipped model scores the caption's own rendering above another colour's" [ "$rc" -eq 0 -a "$($PYTHON -c "
+import json, sys
+a, b = (json.loads(l) for l in open('$TMP/stdout'))
+print(a['reward'] == 'pref' and 'requirements' not in a and a['score'] > b['score'])")" = True ]
+expect_error "pref: an image of another size than the model's is named" 3 "red16.png: pref model: it scores 32x32 images, these are 16x16" -- \
+    score --reward pref --model "$PREF" --prompt "a red circle" "$TMP/red16.png"
+expect_error "pref: --model is required" 2 "--reward pref needs --model" -- \
+    score --reward pref --prompt "a red circle" "$TMP/red.png"
+expect_error "pref: a model that is not there is named" 3 "--model: $TMP/none.safetensors" -- \
+    score --reward pref --model "$TMP/none.safetensors" --prompt "a red circle" "$TMP/red.png"
+
 # ---- I/O failures (exit 4)
 expect_error "render into a folder that does not exist" 4 "$TMP/nodir/x.png" -- \
     render --caption "$CAP1" --out "$TMP/nodir/x.png"
