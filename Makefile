@@ -66,12 +66,13 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# each archive anew: `ar r` never drops a member whose source file was removed or renamed
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 $(BUILD)/libcommon.a: $(COMMON_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 $(BUILD)/libworker.a: $(WORKER_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 # Link order: worker code, then common (JSON, files), then the engine core.
 $(WORKER_BIN): $(BUILD)/worker/main.o $(BUILD)/libworker.a $(BUILD)/libcommon.a $(BUILD)/libengine.a

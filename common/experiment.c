@@ -151,9 +151,12 @@ const ConfigField eval_fields[] = {
     F(batch, CONFIG_INT, 1, 4096, "32", "model batch size"),
     RUNTIME_CONFIG_FIELDS(EvalConfig),
     F(grid_images, CONFIG_INT, 0, 1024, "32", "images in ode_grid.png"),
-    {"pref_model", CONFIG_STRING, offsetof(EvalConfig, pref_model), 0, 0, "\"\"", NULL,
-     "a preference model (kind reward_train) that also scores every ODE sample: pref_mean in "
-     "eval.json, a pref field per sample. \"\" = none"},
+    {"pref_model", CONFIG_STRING, offsetof(EvalConfig, learned_model[0]), 0, 0, "\"\"", NULL,
+     "a preference model (kind reward_train, reward pref) that also scores every ODE sample: "
+     "pref_mean in eval.json, a pref field per sample. \"\" = none"},
+    {"clip_model", CONFIG_STRING, offsetof(EvalConfig, learned_model[1]), 0, 0, "\"\"", NULL,
+     "a contrastive model (kind reward_train, reward clip) that also scores every ODE sample: "
+     "clip_mean in eval.json, a clip field per sample. \"\" = none"},
     REMOTE_CONFIG_FIELDS(EvalConfig),
 };
 const int eval_field_count = sizeof eval_fields / sizeof eval_fields[0];
@@ -169,7 +172,9 @@ static const char *const methods[] = {"grpo", "chunk_grpo", NULL};
 static const char *const optimizer_steps[] = {"group", "iteration", NULL};
 static const char *const lr_schedules[] = {"constant", "cosine", NULL};
 const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1] = {
-    "align", "clean", "object", "size", "position", "relation", "count", "pref", "remote", NULL};
+    "align", "clean", "object", "size",   "position", "relation",
+    "count", "pref",  "clip",   "remote", NULL};
+const char *const experiment_learned_names[EXPERIMENT_LEARNED + 1] = {"pref", "clip", NULL};
 _Static_assert(EXPERIMENT_REWARDS <= CONFIG_WEIGHTS_MAX, "ConfigWeights holds every reward");
 
 const ConfigField grpo_fields[] = {
@@ -260,20 +265,24 @@ const ConfigField grpo_fields[] = {
      "the training reward, a weighted sum of: align (the graded alignment, docs/prompts.md), "
      "clean (its cleanliness factor alone: ink the prompt did not ask for costs score), and "
      "align's requirement kinds object, size, position, relation, count (each the mean score of "
-     "the prompt's requirements of that kind; 1 when it asks none), pref (the score of the "
-     "learned preference model at pref_model) and remote (the score of the reward server at "
-     "remote_url). Advantages are normalised per group, so only the "
+     "the prompt's requirements of that kind; 1 when it asks none), pref and clip (the scores "
+     "of the learned models at pref_model and clip_model) and remote (the score of the reward "
+     "server at remote_url). Advantages are normalised per group, so only the "
      "weights' ratios matter. Every component is logged each iteration"},
     {"chunk_rewards", CONFIG_WEIGHTS_LIST, offsetof(GrpoRunConfig, chunk_rewards), 0, 1000, "[]",
      experiment_reward_names,
      "per-chunk reward choice (algorithm.md section 5, beyond the paper): one weights object "
      "per chunk, high noise first (per trainable step for step-level grpo); a chunk's advantages "
      "come from its own reward, normalised within the group. [] = every chunk uses rewards"},
-    {"pref_model", CONFIG_STRING, offsetof(GrpoRunConfig, pref_model), 0, 0, "\"\"", NULL,
+    {"pref_model", CONFIG_STRING, offsetof(GrpoRunConfig, learned_model[0]), 0, 0, "\"\"", NULL,
      "a preference model that kind reward_train made (models/pref-small.safetensors is one): "
      "every rollout image is scored by it with its prompt, the reward component pref (at "
      "weight 0 logged without steering training), and so is every held-out evaluation's sample "
      "(eval_pref). \"\" = none"},
+    {"clip_model", CONFIG_STRING, offsetof(GrpoRunConfig, learned_model[1]), 0, 0, "\"\"", NULL,
+     "a contrastive image-text model that kind reward_train made with reward clip "
+     "(models/clip-small.safetensors is one): the cosine of every rollout image's embedding and "
+     "its prompt's, the reward component clip; evaluations log eval_clip. \"\" = none"},
     REMOTE_CONFIG_FIELDS(GrpoRunConfig),
     F(eval_every, CONFIG_INT, 0, 1000000, "10",
       "iterations between held-out evaluations; 0 = end only"),
@@ -313,7 +322,7 @@ const int grpo_field_count = sizeof grpo_fields / sizeof grpo_fields[0];
     {                                                                                              \
 #name, type, offsetof(RewardTrainConfig, name), lo, hi, def, NULL, doc                     \
     }
-static const char *const learned_rewards[] = {"pref", NULL};
+static const char *const learned_rewards[] = {"pref", "clip", NULL};
 const char *const reward_degradation_names[REWARD_DEGRADATIONS + 1] = {"noise",  "blur",    "ink",
                                                                        "colour", "missing", NULL};
 
@@ -322,7 +331,9 @@ const ConfigField reward_train_fields[] = {
      learned_rewards,
      "pref: a pairwise-preference model (Bradley-Terry) trained on a clean rendering of a caption "
      "against a degraded one, the analogue of HPS / PickScore; its score is the grpo reward "
-     "component pref"},
+     "component pref. clip: a contrastive image-text model (InfoNCE over each batch's "
+     "captions), its score the cosine of an image's and a caption's embedding, the component "
+     "clip"},
     {"preset", CONFIG_STRING, offsetof(RewardTrainConfig, preset), 0, 0, "\"small\"", presets,
      "model size (spec/model.md): the diffusion transformer read at t = 0 as a scorer, its "
      "score the mean of its output"},
@@ -337,7 +348,7 @@ const ConfigField reward_train_fields[] = {
      "what the rejected image of a pair suffers, one drawn per pair from this comma-separated "
      "list: noise (Gaussian), blur, ink (stray strokes of a palette colour), colour (an object "
      "in another colour than its caption says), missing (an object of a two-object scene left "
-     "out; a colour change for single objects)"},
+     "out; a colour change for single objects). pref only"},
     F(seed, CONFIG_INT64, 0, 9007199254740991.0, "1", "seeds weights, scenes and degradations"),
     F(steps, CONFIG_INT, 1, 100000000, "1500", "optimizer steps"),
     F(batch_size, CONFIG_INT, 1, 2048, "32", "preference pairs per step (two images each)"),
@@ -349,12 +360,15 @@ const ConfigField reward_train_fields[] = {
     F(eps, CONFIG_FLOAT, 0, 1, "1e-8", "AdamW epsilon"),
     F(weight_decay, CONFIG_FLOAT, 0, 1, "0.01", "decoupled weight decay"),
     F(grad_clip, CONFIG_FLOAT, 0, 1e9, "1.0", "global gradient-norm clip; 0 disables"),
+    F(temperature, CONFIG_FLOAT, 0.001, 10, "0.1",
+      "clip: the InfoNCE logits are cosines over this (CLIP learns it from 0.07)"),
     F(eval_every, CONFIG_INT, 0, 1000000, "250",
       "steps between evaluations on held-out pairs (captions pretraining never showed); 0 = end "
       "only"),
     F(eval_pairs, CONFIG_INT, 1, 100000, "500",
-      "held-out pairs scored at each evaluation (the same pairs every time): accuracy overall "
-      "and per degradation"),
+      "held-out pairs scored at each evaluation (the same pairs every time): pref's accuracy "
+      "overall and per degradation; clip's how often an image's own caption is the most similar "
+      "of its batch's (of batch_size)"),
     F(log_every, CONFIG_INT, 1, 1000000, "10", "steps per metrics line"),
     F(checkpoint_every, CONFIG_INT, 1, 1000000, "250", "steps between checkpoints"),
     F(keep_checkpoints, CONFIG_INT, 1, 1000, "2", "checkpoint folders kept"),
@@ -488,7 +502,7 @@ static const char *weighing_field(const GrpoRunConfig *c, int k)
     return NULL;
 }
 
-/* A remote weight needs a server to ask, a pref weight a model to score with. */
+/* A remote weight needs a server to ask, a pref or clip weight a model to score with. */
 static int grpo_reward_sources_check(const GrpoRunConfig *c, char *err, size_t errlen)
 {
     if (remote_url_check(&c->remote, err, errlen)) return -1;
@@ -500,13 +514,14 @@ static int grpo_reward_sources_check(const GrpoRunConfig *c, char *err, size_t e
                  field);
         return -1;
     }
-    if (!c->pref_model[0] && (field = weighing_field(c, EXPERIMENT_REWARD_PREF))) {
-        snprintf(err, errlen,
-                 "config.%s: weighs the pref reward, but config.pref_model names no preference "
-                 "model",
-                 field);
-        return -1;
-    }
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++)
+        if (!c->learned_model[k][0] && (field = weighing_field(c, EXPERIMENT_REWARD_PREF + k))) {
+            snprintf(err, errlen,
+                     "config.%s: weighs the %s reward, but config.%s_model names no %s model",
+                     field, experiment_learned_names[k], experiment_learned_names[k],
+                     k == 0 ? "preference" : "contrastive");
+            return -1;
+        }
     return 0;
 }
 
@@ -602,7 +617,8 @@ const ExperimentKind experiment_kinds[] = {
      "RL fine-tuning of a base model by step-level GRPO or Chunk-GRPO on weighted rewards",
      grpo_check},
     {"reward_train", reward_train_fields, COUNT(reward_train_fields), sizeof(RewardTrainConfig),
-     "a learned reward model: pref, Bradley-Terry on clean against degraded renderings",
+     "a learned reward model: pref (Bradley-Terry on clean against degraded renderings) or clip "
+     "(contrastive image-text)",
      reward_train_check},
     {"profile", profile_fields, COUNT(profile_fields), sizeof(ProfileConfig),
      "the relative-L1 dynamics of a model's sampling steps and the chunkings they suggest",

@@ -46,6 +46,12 @@ typedef struct {
     char precision[CONFIG_STRING_MAX];
 } PretrainConfig;
 
+/* The learned rewards a reward_train run makes (worker/rewards/learned.h), in the order of
+ * LearnedKind: "pref", "clip". A grpo or eval config names a model of each in its fields
+ * "pref_model" and "clip_model" (learned_model[kind]; "" = none). */
+#define EXPERIMENT_LEARNED 2
+extern const char *const experiment_learned_names[EXPERIMENT_LEARNED + 1];
+
 /* A user's reward server (spec architecture.md, "Rewards"; worker/rewards/remote.h), the
  * config fields remote_url, remote_reward, remote_timeout, remote_retries and remote_batch of the
  * kinds that can ask one (grpo, eval). */
@@ -71,8 +77,9 @@ typedef struct {
     int batch, threads, grid_images;
     char backend[CONFIG_STRING_MAX];
     char precision[CONFIG_STRING_MAX];
-    char pref_model[CONFIG_STRING_MAX]; /* scores the ODE samples too, when set */
-    RemoteSettings remote;              /* and so does a server it names */
+    /* learned models that score the ODE samples too, by experiment_learned_names; "" = none */
+    char learned_model[EXPERIMENT_LEARNED][CONFIG_STRING_MAX];
+    RemoteSettings remote; /* and so does a server it names */
 } EvalConfig;
 
 #define EXPERIMENT_MAX_EPOCHS 16 /* grpo's passes over one iteration's rollouts */
@@ -97,9 +104,10 @@ typedef struct {
     char optimizer_step[CONFIG_STRING_MAX];
     int epochs;
     double kl_coef, ema_decay;
-    ConfigWeights rewards;              /* by experiment_reward_names */
-    ConfigWeightsList chunk_rewards;    /* [] or one per chunk */
-    char pref_model[CONFIG_STRING_MAX]; /* a reward_train "pref" model; "" = none */
+    ConfigWeights rewards;           /* by experiment_reward_names */
+    ConfigWeightsList chunk_rewards; /* [] or one per chunk */
+    /* reward_train models, by experiment_learned_names; "" = none */
+    char learned_model[EXPERIMENT_LEARNED][CONFIG_STRING_MAX];
     RemoteSettings remote;
     int eval_every, eval_prompts, eval_seeds, eval_steps, eval_train_prompts;
     int64_t eval_seed;
@@ -113,23 +121,24 @@ typedef struct {
 /* The rewards a grpo config weighs (config.rewards, config.chunk_rewards), NULL-terminated, in
  * the order of ConfigWeights.w: "align" (the graded alignment), "clean" (its cleanliness
  * factor), then align's requirement kinds "object", "size", "position", "relation", "count"
- * (worker/rewards/reward.h computes them), "pref", the score of the learned preference model at
- * config.pref_model (worker/rewards/pref.h), and "remote", the score of the reward server at
- * config.remote_url (worker/rewards/remote.h). */
-#define EXPERIMENT_REWARDS 9
-#define EXPERIMENT_REWARD_PREF 7   /* "pref"'s index */
-#define EXPERIMENT_REWARD_REMOTE 8 /* "remote"'s index */
+ * (worker/rewards/reward.h computes them), "pref" and "clip", the scores of the learned models
+ * at config.pref_model and config.clip_model (worker/rewards/learned.h), and "remote", the score
+ * of the reward server at config.remote_url (worker/rewards/remote.h). */
+#define EXPERIMENT_REWARDS 10
+#define EXPERIMENT_REWARD_PREF 7   /* "pref"'s index; "clip" follows it (learned kind 1) */
+#define EXPERIMENT_REWARD_REMOTE 9 /* "remote"'s index */
 extern const char *const experiment_reward_names[EXPERIMENT_REWARDS + 1];
 
 /* kind "reward_train": a learned reward model (worker/runners/reward_train.h). */
 typedef struct {
-    char reward[CONFIG_STRING_MAX]; /* "pref" */
+    char reward[CONFIG_STRING_MAX]; /* "pref" or "clip" */
     char preset[CONFIG_STRING_MAX];
     int dim, depth, heads, mlp_ratio; /* 0 = the preset's */
     char degradations[CONFIG_STRING_MAX];
     int64_t seed;
     int steps, batch_size, warmup_steps;
     double lr, min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip;
+    double temperature; /* clip's InfoNCE */
     int eval_every, eval_pairs, log_every, checkpoint_every, keep_checkpoints;
     int threads;
     char backend[CONFIG_STRING_MAX];

@@ -1,12 +1,12 @@
 /*
  * cmd_score.c: two subcommands around the shapes world.
  *
- * `chunkgrpo-worker score --reward align|pref [--model M] (--prompt TEXT IMAGE.png... | --pairs
- * FILE.jsonl)` scores PNG images with a reward and prints one JSON object per image and line
- * (JSON Lines), in input order:
+ * `chunkgrpo-worker score --reward align|pref|clip [--model M] (--prompt TEXT IMAGE.png... |
+ * --pairs FILE.jsonl)` scores PNG images with a reward and prints one JSON object per image and
+ * line (JSON Lines), in input order:
  *   {"image":"a.png","prompt":"a red circle","reward":"align","score":0.93,
  *    "requirements":[{"kind":"object","target":"red circle","score":0.95,"detail":"..."},...]}
- * (pref, the learned preference model at --model, gives the score alone).
+ * (pref and clip, the learned models at --model, give the score alone).
  * (plus "line": N, the line of the pairs file, with --pairs). The mean goes to stderr. Every
  * prompt and every line of the pairs file is checked before the first image is read; messages
  * name the flag, or FILE:LINE and the field.
@@ -25,10 +25,11 @@
 #include <string.h>
 
 #include "commands.h"
+#include "experiment.h"
 #include "jsonutil.h"
 #include "png.h"
 #include "rewards/align.h"
-#include "rewards/pref.h"
+#include "rewards/learned.h"
 #include "world/shapes.h"
 
 /* ---- score */
@@ -233,9 +234,10 @@ static int print_result(const ScoreItem *it, const char *reward, double score, c
     return 0;
 }
 
-/* Scores every item in order with align, or with the preference model pm when it is set.
- * Returns 0 or an exit status. */
-static int score_items(const ScoreList *l, const char *pairs_path, PrefModel *pm)
+/* Scores every item in order with align, or with the learned model pm (the reward `reward`)
+ * when it is set. Returns 0 or an exit status. */
+static int score_items(const ScoreList *l, const char *pairs_path, const char *reward,
+                       LearnedReward *pm)
 {
     AlignWorkspace *ws = NULL;
     int ws_size = 0, rc = 0;
@@ -259,12 +261,12 @@ static int score_items(const ScoreList *l, const char *pairs_path, PrefModel *pm
             if (!img) {
                 fprintf(stderr, "%s score: out of memory for a %dx%d image\n", progname, w, h);
                 rc = EXIT_IO;
-            } else if (w != h || pref_score_images(pm, (const char *const *)&it->prompt, img, 1, w,
-                                                   &score, err, sizeof err) != 0) {
+            } else if (w != h || learned_score_images(pm, (const char *const *)&it->prompt, img, 1,
+                                                      w, &score, err, sizeof err) != 0) {
                 if (w != h) snprintf(err, sizeof err, "image is %dx%d, not square", w, h);
                 fprintf(stderr, "%s score: %s%s: %s\n", progname, where, it->image, err);
                 rc = EXIT_BAD_INPUT;
-            } else if (print_result(it, "pref", score, NULL) != 0) {
+            } else if (print_result(it, reward, score, NULL) != 0) {
                 fprintf(stderr, "%s score: %s%s: the image path or the prompt is not valid UTF-8\n",
                         progname, where, it->image);
                 rc = EXIT_BAD_INPUT;
@@ -312,19 +314,20 @@ static int score_items(const ScoreList *l, const char *pairs_path, PrefModel *pm
         return EXIT_IO;
     }
     if (rc == 0)
-        fprintf(stderr, "%s: %d image%s, mean %.4f\n", pm ? "pref" : "align", l->n,
-                l->n == 1 ? "" : "s", sum / l->n);
+        fprintf(stderr, "%s: %d image%s, mean %.4f\n", reward, l->n, l->n == 1 ? "" : "s",
+                sum / l->n);
     return rc;
 }
 
 static void score_usage(FILE *out)
 {
     fprintf(out,
-            "usage: %s score --reward align|pref [--model M] --prompt TEXT IMAGE.png...\n"
-            "       %s score --reward align|pref [--model M] --pairs FILE.jsonl\n"
+            "usage: %s score --reward align|pref|clip [--model M] --prompt TEXT IMAGE.png...\n"
+            "       %s score --reward align|pref|clip [--model M] --pairs FILE.jsonl\n"
             "Prints one JSON object per image (JSON Lines) with the score and, for align, its\n"
-            "breakdown. pref is the learned preference model at --model (kind reward_train;\n"
-            "models/pref-small.safetensors), which scores images of its own size.\n"
+            "breakdown. pref and clip are learned models at --model (kind reward_train;\n"
+            "models/pref-small.safetensors, models/clip-small.safetensors), which score images\n"
+            "of their own size.\n"
             "FILE.jsonl: one {\"prompt\": ..., \"image\": ...} per line; image paths are "
             "relative\nto the folder of FILE.jsonl. See docs/prompts.md.\n",
             progname, progname);
@@ -358,19 +361,24 @@ int cmd_score(int argc, char **argv)
         }
     }
     if (!reward) {
-        fprintf(stderr, "%s score: --reward is required (available: align, pref)\n", progname);
+        fprintf(stderr, "%s score: --reward is required (available: align, pref, clip)\n",
+                progname);
         return EXIT_USAGE;
     }
-    int pref = strcmp(reward, "pref") == 0;
-    if (!pref && strcmp(reward, "align") != 0) {
-        fprintf(stderr, "%s score: --reward \"%s\" is not known (available: align, pref)\n",
+    int learned = -1; /* the LearnedKind of a learned reward */
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++)
+        if (strcmp(reward, experiment_learned_names[k]) == 0) learned = k;
+    if (learned < 0 && strcmp(reward, "align") != 0) {
+        fprintf(stderr, "%s score: --reward \"%s\" is not known (available: align, pref, clip)\n",
                 progname, reward);
         return EXIT_USAGE;
     }
-    if (pref != (model != NULL)) {
-        fprintf(stderr, "%s score: %s\n", progname,
-                pref ? "--reward pref needs --model (a reward_train checkpoint)"
-                     : "--model is for --reward pref");
+    if ((learned >= 0) != (model != NULL)) {
+        if (learned >= 0)
+            fprintf(stderr, "%s score: --reward %s needs --model (a reward_train checkpoint)\n",
+                    progname, reward);
+        else
+            fprintf(stderr, "%s score: --model is for --reward pref or clip\n", progname);
         return EXIT_USAGE;
     }
     if (!prompt == !pairs) {
@@ -409,16 +417,16 @@ int cmd_score(int argc, char **argv)
     } else {
         rc = read_pairs(pairs, &list);
     }
-    PrefModel *pm = NULL;
-    if (rc == 0 && pref) {
+    LearnedReward *pm = NULL;
+    if (rc == 0 && learned >= 0) {
         char err[1024];
-        if (!(pm = pref_open(model, 1, err, sizeof err))) {
+        if (!(pm = learned_open(model, (LearnedKind)learned, 1, err, sizeof err))) {
             fprintf(stderr, "%s score: --model: %s\n", progname, err);
             rc = EXIT_BAD_INPUT;
         }
     }
-    if (rc == 0) rc = score_items(&list, pairs, pm);
-    pref_close(pm);
+    if (rc == 0) rc = score_items(&list, pairs, reward, pm);
+    learned_close(pm);
     score_list_free(&list);
     return rc;
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# reward_train.sh: `kind: "reward_train"` trains the learned preference reward (pref) on the tiny
-#   preset: it learns to prefer clean renderings over degraded ones on held-out captions, per
-#   degradation; a stopped run resumes to the uninterrupted run's weights bit for bit; a grpo run
-#   weighs the model's scores into its reward (and logs them); bad configs and models are
-#   refused with a message naming the field.
+# reward_train.sh: `kind: "reward_train"` trains the learned rewards on the tiny preset: pref
+#   learns to prefer clean renderings over degraded ones on held-out captions, per degradation,
+#   and clip to match held-out images to their captions; a stopped run resumes to the
+#   uninterrupted run's weights bit for bit; grpo runs weigh both models' scores into their
+#   reward (and log them, and their evaluations too); bad configs and models are refused with a
+#   message naming the field.
 set -u
 cd "$(dirname "$0")/../.."
 . tests/cli/lib.bash
@@ -92,6 +93,28 @@ import json
 ode = json.load(open('$TMP/e/eval.json'))['ode']
 pref = [json.loads(l)['pref'] for l in open('$TMP/e/samples.jsonl')]
 print(len(pref) == 6 and abs(ode['pref_mean'] - sum(pref) / 6) <= 1e-5 * max(1, abs(ode['pref_mean'])))")" = True ]
+
+# clip: a contrastive model learns to find an image's caption among its batch's (16: chance 1/16)
+config "$TMP/clip.json" 400 '"reward": "clip"'
+run "$TMP/clip.json" --out "$TMP/clip"
+check "a contrastive (clip) model learns to match held-out images to their captions" [ "$rc" -eq 0 -a "$($PYTHON - "$TMP/clip" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
+evals = [r['eval_accuracy'] for r in rows if 'eval_accuracy' in r]
+print(len(evals) == 2 and evals[-1] >= 0.3 and 'cosine' in rows[-1] and 'eval_accuracy_by' not in rows[-1])
+PY
+)" = True ]
+grpo "$TMP/g.json" "\"clip_model\": \"$TMP/clip/model.safetensors\", \"rewards\": {\"align\": 1, \"clip\": 1}"
+run "$TMP/g.json" --out "$TMP/gc"
+check "a grpo run weighs the clip model's cosines, and its evaluations log eval_clip" [ "$rc" -eq 0 -a "$($PYTHON - "$TMP/gc" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + '/metrics.jsonl')]
+ode = json.load(open(sys.argv[1] + '/eval/iter-0000002/eval.json'))['ode']
+ok = all(abs(r['reward_mean'] - r['reward_align_mean'] - r['reward_clip_mean']) < 1e-5 for r in rows)
+print(ok and all(-1 <= r['reward_clip_mean'] <= 1 for r in rows) and 'reward_pref_mean' not in rows[0]
+      and abs(rows[-1]['eval_clip'] - ode['clip_mean']) < 1e-6)
+PY
+)" = True ]
 
 grpo "$TMP/g.json" '"rewards": {"pref": 1}'
 run "$TMP/g.json" --out "$TMP/nopref"

@@ -168,8 +168,8 @@ fi
 
 # ---- usage errors (exit 2)
 expect_error "score without --reward" 2 "--reward" -- score --prompt "$CAP1" "$TMP/one.png"
-expect_error "score with an unknown reward" 2 '"clip"' "align" -- \
-    score --reward clip --prompt "$CAP1" "$TMP/one.png"
+expect_error "score with an unknown reward" 2 '"hpsv3"' "align, pref, clip" -- \
+    score --reward hpsv3 --prompt "$CAP1" "$TMP/one.png"
 expect_error "score with --prompt and --pairs" 2 "either" -- \
     score --reward align --prompt "$CAP1" --pairs "$TMP/set/pairs.jsonl" "$TMP/one.png"
 expect_error "score with neither --prompt nor --pairs" 2 "either" -- score --reward align
@@ -238,6 +238,11 @@ check "pref: the shipped model scores the caption's own rendering above another 
 import json, sys
 a, b = (json.loads(l) for l in open('$TMP/stdout'))
 print(a['reward'] == 'pref' and 'requirements' not in a and a['score'] > b['score'])")" = True ]
+run score --reward clip --model models/clip-small.safetensors --prompt "a red circle" "$TMP/red.png" "$TMP/blue.png"
+check "clip: the shipped model's cosine is higher for the caption's own rendering" [ "$rc" -eq 0 -a "$($PYTHON -c "
+import json
+a, b = (json.loads(l) for l in open('$TMP/stdout'))
+print(a['reward'] == 'clip' and -1 <= b['score'] < a['score'] <= 1)")" = True ]
 expect_error "pref: an image of another size than the model's is named" 3 "red16.png: pref model: it scores 32x32 images, these are 16x16" -- \
     score --reward pref --model "$PREF" --prompt "a red circle" "$TMP/red16.png"
 expect_error "pref: --model is required" 2 "--reward pref needs --model" -- \

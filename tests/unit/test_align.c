@@ -365,8 +365,8 @@ static void test_empty_image(void)
 /* Near misses earn partial credit, ordered by how near they are. */
 static void test_reward_components(void)
 {
-    static const char *const kinds[] = {"align",    "clean", "object", "size",  "position",
-                                        "relation", "count", "pref",   "remote"};
+    static const char *const kinds[] = {"align",    "clean", "object", "size", "position",
+                                        "relation", "count", "pref",   "clip", "remote"};
     for (int k = 0; k < REWARD_COMPONENTS; k++)
         CHECK(strcmp(experiment_reward_names[k], kinds[k]) == 0);
     enum { S = 32 };
@@ -383,7 +383,7 @@ static void test_reward_components(void)
         float comp[REWARD_COMPONENTS];
         reward_components(&res, comp);
         CHECK(comp[REWARD_ALIGN] == res.score && comp[REWARD_CLEAN] == res.clean);
-        CHECK(comp[REWARD_PREF] == 0 && comp[REWARD_REMOTE] == 0); /* filled in by the runner */
+        CHECK(comp[REWARD_PREF] == 0 && comp[REWARD_CLIP] == 0 && comp[REWARD_REMOTE] == 0);
         for (int k = REWARD_OBJECT; k < REWARD_PREF; k++) {
             double sum = 0;
             int n = 0;

@@ -139,6 +139,12 @@ static void test_checks_across_fields(void)
     expect_error("{\"kind\": \"grpo\", \"rewards\": {\"align\": 1, \"pref\": 1}}",
                  "config.rewards: weighs the pref reward, but config.pref_model names no "
                  "preference model");
+    expect_error("{\"kind\": \"grpo\", \"chunks\": \"uniform:2\", \"chunk_rewards\": "
+                 "[{\"clip\": 1}, {\"align\": 1}]}",
+                 "config.chunk_rewards: weighs the clip reward, but config.clip_model names no "
+                 "contrastive model");
+    expect_valid("{\"kind\": \"grpo\", \"clip_model\": \"m.safetensors\", \"rewards\": "
+                 "{\"align\": 1, \"clip\": 0.5}}");
     expect_error("{\"kind\": \"reward_train\", \"degradations\": \"noise,fog\"}",
                  "config.degradations: \"fog\" is not one of noise, blur, ink, colour, missing");
     expect_error("{\"kind\": \"reward_train\", \"degradations\": \",\"}",

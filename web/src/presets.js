@@ -11,4 +11,5 @@ export const PRESETS = {
   'Eval (held-out ODE)': { kind: 'eval', model: 'models/shapes-small.safetensors', prompts: 'heldout', ode_seeds: 4 },
   'Pretrain (base model)': { kind: 'pretrain', preset: 'small', steps: 6000, batch_size: 64 },
   'Preference reward (pref)': { kind: 'reward_train', reward: 'pref', steps: 1500 },
+  'Contrastive reward (clip)': { kind: 'reward_train', reward: 'clip', steps: 1500 },
 };

@@ -8,7 +8,7 @@
 #include "experiment.h"
 
 _Static_assert(REWARD_COMPONENTS == EXPERIMENT_REWARDS && REWARD_PREF == EXPERIMENT_REWARD_PREF &&
-                   REWARD_REMOTE == EXPERIMENT_REWARD_REMOTE,
+                   REWARD_CLIP == REWARD_PREF + 1 && REWARD_REMOTE == EXPERIMENT_REWARD_REMOTE,
                "one component per name of experiment_reward_names");
 
 void reward_components(const AlignResult *res, float *comp)
@@ -24,7 +24,7 @@ void reward_components(const AlignResult *res, float *comp)
     comp[REWARD_ALIGN] = res->score;
     comp[REWARD_CLEAN] = res->clean;
     for (int k = REWARD_OBJECT; k < REWARD_PREF; k++) comp[k] = n[k] ? sum[k] / n[k] : 1.0f;
-    comp[REWARD_PREF] = comp[REWARD_REMOTE] = 0;
+    comp[REWARD_PREF] = comp[REWARD_CLIP] = comp[REWARD_REMOTE] = 0;
 }
 
 float reward_weighted(const ConfigWeights *w, const float *comp)

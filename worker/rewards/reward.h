@@ -7,7 +7,7 @@
  *             the mean score of the prompt's requirements of that kind; 1 when it asks none
  *             (a kind the prompt does not ask for cannot be failed, and being the same for a
  *             whole group it adds nothing to that group's advantages)
- *   pref      the score of the learned preference model (rewards/pref.h), filled in by the runner
+ *   pref, clip the scores of the learned models (rewards/learned.h), filled in by the runner
  *   remote    the score of a user's reward server (rewards/remote.h), filled in by the runner
  * A config's weights (config.rewards, one entry of config.chunk_rewards) combine them as
  * sum_k w_k c_k, not normalised: advantages are normalised per group, so only the ratios of the
@@ -27,12 +27,14 @@ enum {
     REWARD_POSITION,
     REWARD_RELATION,
     REWARD_COUNT_KIND,
-    REWARD_PREF,   /* not from the analysis: the runner asks the preference model (pref.h) */
+    REWARD_PREF, /* not from the analysis: the runner asks the learned models (learned.h) */
+    REWARD_CLIP,
     REWARD_REMOTE, /* nor this: the runner asks the reward server (remote.h) */
     REWARD_COMPONENTS
 };
 
-/* The components of one scored image into comp [REWARD_COMPONENTS]; pref and remote are left 0. */
+/* The components of one scored image into comp [REWARD_COMPONENTS]; pref, clip and remote are
+ * left 0. */
 void reward_components(const AlignResult *res, float *comp);
 
 /* sum_k w->w[k] comp[k] over the components. */

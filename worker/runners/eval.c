@@ -15,7 +15,7 @@
 #include "ops.h"
 #include "png.h"
 #include "rewards/align.h"
-#include "rewards/pref.h"
+#include "rewards/learned.h"
 #include "rewards/remote.h"
 #include "runners/runner_util.h"
 #include "sampler.h"
@@ -151,10 +151,10 @@ done:
     return rc;
 }
 
-/* One line of samples.jsonl; pref and remote are the preference model's and the reward
- * server's scores, NAN when there is none. */
+/* One line of samples.jsonl; learned [EXPERIMENT_LEARNED] (or NULL) and remote are the learned
+ * models' and the reward server's scores, NAN when there is none. */
 static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_or_member,
-                       const AlignResult *r, float pref, float remote)
+                       const AlignResult *r, const float *learned, float remote)
 {
     json_t *o = json_object(), *reqs = json_array();
     json_object_set_new(o, "pass", json_string(pass));
@@ -169,7 +169,9 @@ static void log_sample(FILE *f, const char *pass, const char *prompt, int seed_o
         json_array_append_new(reqs, q);
     }
     json_object_set_new(o, "requirements", reqs);
-    if (!isnan(pref)) json_object_set_new(o, "pref", json_real(pref));
+    for (int k = 0; learned && k < EXPERIMENT_LEARNED; k++)
+        if (!isnan(learned[k]))
+            json_object_set_new(o, experiment_learned_names[k], json_real(learned[k]));
     if (!isnan(remote)) json_object_set_new(o, "remote", json_real(remote));
     char *line = json_dumps(o, JSON_COMPACT);
     fprintf(f, "%s\n", line);
@@ -233,24 +235,28 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     double *best = malloc((size_t)(np ? np : 1) * sizeof *best); /* [np] over the ODE seeds */
     int *tpl = malloc((size_t)(np ? np : 1) * sizeof *tpl);      /* [np], -1 outside the grammar */
     float *remote_score = malloc((size_t)(np ? np : 1) * sizeof *remote_score); /* [np] a seed's */
-    float *pref_score = malloc((size_t)(np ? np : 1) * sizeof *pref_score);     /* [np] a seed's */
-    PrefModel *pref = NULL;
+    /* [EXPERIMENT_LEARNED, np] a seed's, learned model by model */
+    float *learned_score = malloc((size_t)EXPERIMENT_LEARNED * (np ? np : 1) * sizeof(float));
+    LearnedReward *learned[EXPERIMENT_LEARNED] = {NULL};
     Trajectory *tr = NULL;
     RemoteReward *remote = NULL;
     if (!log || !tokens || !prompt_of || !prompts || !res || !best || !tpl || !remote_score ||
-        !pref_score) {
+        !learned_score) {
         snprintf(err, errlen, "%s: cannot write, or out of memory", path);
         goto done;
     }
     if (c->remote.url[0] && !(remote = remote_reward_open(&c->remote, err, errlen))) goto done;
-    if (c->pref_model[0]) {
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) {
         char why[1024];
-        if (!(pref = pref_open(c->pref_model, np ? np : 1, why, sizeof why))) {
-            snprintf(err, errlen, "config.pref_model: %s", why);
+        if (c->learned_model[k][0] &&
+            !(learned[k] = learned_open(c->learned_model[k], (LearnedKind)k, np ? np : 1, why,
+                                        sizeof why))) {
+            snprintf(err, errlen, "config.%s_model: %s", experiment_learned_names[k], why);
             goto done;
         }
     }
-    for (int i = 0; i < np; i++) remote_score[i] = pref_score[i] = NAN;
+    for (int i = 0; i < np; i++) remote_score[i] = NAN;
+    for (int i = 0; i < EXPERIMENT_LEARNED * np; i++) learned_score[i] = NAN;
     for (int i = 0; i < np; i++) {
         prompts[i] = list[spread_index(listed, i, np)];
         tpl[i] = prompt_template(prompts[i]);
@@ -272,7 +278,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         sc.kind = SAMPLER_ODE;
         KindMeans kinds = {0};
         TemplateMeans by_tpl = {0};
-        double sum = 0, remote_sum = 0, pref_sum = 0;
+        double sum = 0, remote_sum = 0, learned_sum[EXPERIMENT_LEARNED] = {0};
         int remote_scored = 0, remote_errors = 0;
         for (int i = 0; i < np; i++) best[i] = -INFINITY;
         for (int i = 0; i < np; i++) tokenize(vocab, prompts[i], T, tokens + i * T);
@@ -281,15 +287,21 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                                  eval_hybrid_steps(c->hybrid_steps, c->steps), &sc, tokens, prompts,
                                  np, (uint64_t)c->seed * 1000 + k, &tr, res, err, errlen))
                 goto done;
-            if (pref && pref_score_images(pref, prompts, tr->x0_hat, np, mc->image_size, pref_score,
-                                          err, errlen))
-                goto done;
+            for (int m = 0; m < EXPERIMENT_LEARNED; m++)
+                if (learned[m] &&
+                    learned_score_images(learned[m], prompts, tr->x0_hat, np, mc->image_size,
+                                         learned_score + m * np, err, errlen))
+                    goto done;
             if (remote && remote_pass(remote, k, np, prompts, tr, mc, remote_score, &remote_errors,
                                       err, errlen))
                 goto done;
             for (int i = 0; i < np; i++) {
                 if (!isnan(remote_score[i])) remote_sum += remote_score[i], remote_scored++;
-                if (pref) pref_sum += pref_score[i];
+                float scored[EXPERIMENT_LEARNED];
+                for (int m = 0; m < EXPERIMENT_LEARNED; m++) {
+                    scored[m] = learned_score[m * np + i];
+                    if (learned[m]) learned_sum[m] += scored[m];
+                }
                 sum += res[i].score;
                 best[i] = fmax(best[i], res[i].score);
                 kind_add(&kinds, &res[i]);
@@ -297,7 +309,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                     by_tpl.align[tpl[i]].sum += res[i].score;
                     by_tpl.align[tpl[i]].count++;
                 }
-                log_sample(log, "ode", prompts[i], k, &res[i], pref_score[i], remote_score[i]);
+                log_sample(log, "ode", prompts[i], k, &res[i], scored, remote_score[i]);
             }
             if (k == 0 && c->grid_images) {
                 snprintf(path, sizeof path, "%s/ode_grid.png", out);
@@ -333,9 +345,13 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
         }
         json_object_set_new(o, "by_requirement", kind_json(&kinds));
         json_object_set_new(o, "by_template", template_json(&by_tpl, 1));
-        if (pref) {
-            json_object_set_new(o, "pref_model", json_string(c->pref_model));
-            json_object_set_new(o, "pref_mean", json_real(pref_sum / n_ode));
+        for (int m = 0; m < EXPERIMENT_LEARNED; m++) {
+            if (!learned[m]) continue;
+            char key[64];
+            snprintf(key, sizeof key, "%s_model", experiment_learned_names[m]);
+            json_object_set_new(o, key, json_string(c->learned_model[m]));
+            snprintf(key, sizeof key, "%s_mean", experiment_learned_names[m]);
+            json_object_set_new(o, key, json_real(learned_sum[m] / n_ode));
         }
         if (remote) {
             json_object_set_new(o, "remote_reward", json_string(c->remote.reward));
@@ -368,7 +384,7 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
                 mean += r->score;
                 lo = fmin(lo, r->score), hi = fmax(hi, r->score);
                 kind_add(&kinds, r);
-                log_sample(log, "sde", prompt_of[g * G], j, r, NAN, NAN);
+                log_sample(log, "sde", prompt_of[g * G], j, r, NULL, NAN);
             }
             mean /= G;
             if (t >= 0) {
@@ -411,9 +427,9 @@ done:
     free(res);
     free(best);
     free(tpl);
-    free(remote_score), free(pref_score);
+    free(remote_score), free(learned_score);
     remote_reward_close(remote);
-    pref_close(pref);
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) learned_close(learned[k]);
     return rc;
 }
 

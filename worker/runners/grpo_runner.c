@@ -20,7 +20,7 @@
 #include "ops.h"
 #include "png.h"
 #include "rewards/align.h"
-#include "rewards/pref.h"
+#include "rewards/learned.h"
 #include "rewards/remote.h"
 #include "rewards/reward.h"
 #include "runners/eval.h"
@@ -67,11 +67,11 @@ typedef struct {
     GrpoItem *items;                 /* [G * n_train] */
     int *item_chunk;                 /* [G * n_train] the chunk index of each item */
     GrpoItemStats *stats;            /* [n * n_train] */
-    float *ratio_of;          /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
-    RemoteReward *remote;     /* config.remote_url's client, or NULL */
-    PrefModel *pref;          /* config.pref_model, or NULL */
+    float *ratio_of;      /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
+    RemoteReward *remote; /* config.remote_url's client, or NULL */
+    LearnedReward *learned[EXPERIMENT_LEARNED]; /* config.pref_model, clip_model, or NULL */
     float *remote_score;      /* [n] the server's answers, NAN for a failed item */
-    float *pref_score;        /* [n] the preference model's */
+    float *learned_score;     /* [n] a learned model's */
     const char **item_prompt; /* [n] each rollout's prompt, for the scorers beside align */
 } Run;
 
@@ -90,8 +90,8 @@ static void run_free(Run *r)
     free(r->weights), free(r->chosen), free(r->items), free(r->item_chunk), free(r->stats);
     free(r->ratio_of);
     remote_reward_close(r->remote);
-    pref_close(r->pref);
-    free(r->remote_score), free(r->pref_score), free(r->item_prompt);
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) learned_close(r->learned[k]);
+    free(r->remote_score), free(r->learned_score), free(r->item_prompt);
     free(r->all_rewards), free(r->all_comp), free(r->all_adv);
     adamw_free(&r->opt);
     vocab_free(&r->vocab);
@@ -182,24 +182,29 @@ static int ranks_setup(Run *r, char *err, size_t errlen)
     return -1;
 }
 
-/* Opens the scorers beside align that the config names: the preference model, and the reward
+/* Opens the scorers beside align that the config names: the learned models, and the reward
  * server's client (which asks its health first). */
 static int scorers_setup(Run *r, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
-    if (!c->remote.url[0] && !c->pref_model[0]) return 0;
+    int any = c->remote.url[0] != 0;
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) any |= c->learned_model[k][0] != 0;
+    if (!any) return 0;
     r->remote_score = malloc((size_t)r->n * sizeof(float));
-    r->pref_score = malloc((size_t)r->n * sizeof(float));
+    r->learned_score = malloc((size_t)r->n * sizeof(float));
     r->item_prompt = malloc((size_t)r->n * sizeof(char *));
-    if (!r->remote_score || !r->pref_score || !r->item_prompt) {
+    if (!r->remote_score || !r->learned_score || !r->item_prompt) {
         snprintf(err, errlen, "out of memory for the rewards' scores");
         return -1;
     }
     char why[1024];
-    if (c->pref_model[0] && !(r->pref = pref_open(c->pref_model, c->batch, why, sizeof why))) {
-        snprintf(err, errlen, "config.pref_model: %s", why);
-        return -1;
-    }
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++)
+        if (c->learned_model[k][0] &&
+            !(r->learned[k] =
+                  learned_open(c->learned_model[k], (LearnedKind)k, c->batch, why, sizeof why))) {
+            snprintf(err, errlen, "config.%s_model: %s", experiment_learned_names[k], why);
+            return -1;
+        }
     return !c->remote.url[0] || (r->remote = remote_reward_open(&c->remote, err, errlen)) ? 0 : -1;
 }
 
@@ -320,7 +325,8 @@ typedef struct {
 typedef struct {
     double align, best_of_seeds, train_align;
     double remote, train_remote; /* the reward server's means, NAN without one */
-    double pref, train_pref;     /* the preference model's means, NAN without one */
+    /* the learned models' means, NAN without one */
+    double learned[EXPERIMENT_LEARNED], train_learned[EXPERIMENT_LEARNED];
     double by_template[TEMPLATE_KINDS], train_by_template[TEMPLATE_KINDS];
 } EvalScores;
 
@@ -581,12 +587,13 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
     }
     for (int b = 0; r->item_prompt && b < n; b++) /* for the scorers beside align */
         r->item_prompt[b] = r->prompts[r->prompt_index[b / G]];
-    if (r->pref) {
-        if (pref_score_images(r->pref, r->item_prompt, r->tr->x0_hat, n, mc->image_size,
-                              r->pref_score, err, errlen))
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) {
+        if (!r->learned[k]) continue;
+        if (learned_score_images(r->learned[k], r->item_prompt, r->tr->x0_hat, n, mc->image_size,
+                                 r->learned_score, err, errlen))
             return -1;
         for (int b = 0; b < n; b++)
-            r->comp[(size_t)b * REWARD_COMPONENTS + REWARD_PREF] = r->pref_score[b];
+            r->comp[(size_t)b * REWARD_COMPONENTS + REWARD_PREF + k] = r->learned_score[b];
     }
     if (r->remote) {
         double t = omp_get_wtime();
@@ -669,8 +676,14 @@ static void set_eval_scores(json_t *o, const EvalScores *e)
     json_object_set_new(o, "eval_best_of_seeds", json_real(e->best_of_seeds));
     if (!isnan(e->train_align))
         json_object_set_new(o, "eval_train_align", json_real(e->train_align));
-    if (!isnan(e->pref)) json_object_set_new(o, "eval_pref", json_real(e->pref));
-    if (!isnan(e->train_pref)) json_object_set_new(o, "eval_train_pref", json_real(e->train_pref));
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "eval_%s", experiment_learned_names[k]);
+        if (!isnan(e->learned[k])) json_object_set_new(o, key, json_real(e->learned[k]));
+        snprintf(key, sizeof key, "eval_train_%s", experiment_learned_names[k]);
+        if (!isnan(e->train_learned[k]))
+            json_object_set_new(o, key, json_real(e->train_learned[k]));
+    }
     if (!isnan(e->remote)) json_object_set_new(o, "eval_remote", json_real(e->remote));
     if (!isnan(e->train_remote))
         json_object_set_new(o, "eval_train_remote", json_real(e->train_remote));
@@ -680,10 +693,12 @@ static void set_eval_scores(json_t *o, const EvalScores *e)
         json_object_set_new(o, "eval_train_template", t);
 }
 
-/* Whether reward component k has a scorer in this run (pref and remote need the config's). */
+/* Whether reward component k has a scorer in this run (pref, clip and remote need the
+ * config's). */
 static int component_scored(const Run *r, int k)
 {
-    return k == REWARD_PREF ? r->pref != NULL : k == REWARD_REMOTE ? r->remote != NULL : 1;
+    if (k == REWARD_PREF || k == REWARD_CLIP) return r->learned[k - REWARD_PREF] != NULL;
+    return k == REWARD_REMOTE ? r->remote != NULL : 1;
 }
 
 static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
@@ -826,11 +841,11 @@ static void swap_ema(Run *r)
 
 /* One ODE evaluation of the policy on list [n] (NULL: ec's set) into dir: its mean into *mean,
  * its mean per template into by_template [TEMPLATE_KINDS] (NAN where none was scored), when best
- * is set its best-of-seeds mean into *best, and the preference model's and reward server's means
- * into *pref and *remote (NAN without them). */
+ * is set its best-of-seeds mean into *best, and the learned models' and reward server's means
+ * into learned [EXPERIMENT_LEARNED] and *remote (NAN without them). */
 static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int n, const char *dir,
-                      double *mean, double *by_template, double *best, double *pref, double *remote,
-                      char *err, size_t errlen)
+                      double *mean, double *by_template, double *best, double *learned,
+                      double *remote, char *err, size_t errlen)
 {
     json_t *report = json_object();
     int rc = eval_model(r->pol, r->base_pol, &r->vocab, ec, list, n, dir, report, err, errlen);
@@ -843,9 +858,14 @@ static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int
             by_template[k] = e ? json_real_value(json_object_get(e, "align_mean")) : NAN;
         }
         if (best) *best = json_real_value(json_object_get(ode, "best_of_seeds_mean"));
-        json_t *rm = json_object_get(ode, "remote_mean"), *pm = json_object_get(ode, "pref_mean");
+        json_t *rm = json_object_get(ode, "remote_mean");
         *remote = rm ? json_real_value(rm) : NAN;
-        *pref = pm ? json_real_value(pm) : NAN;
+        for (int k = 0; k < EXPERIMENT_LEARNED; k++) {
+            char key[64];
+            snprintf(key, sizeof key, "%s_mean", experiment_learned_names[k]);
+            json_t *m = json_object_get(ode, key);
+            learned[k] = m ? json_real_value(m) : NAN;
+        }
     }
     json_decref(report);
     return rc;
@@ -874,11 +894,12 @@ static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err,
     snprintf(ec.base_model, sizeof ec.base_model, "%.200s", c->model);
     ec.hybrid_steps = c->hybrid_steps;
     ec.remote = c->remote;
-    snprintf(ec.pref_model, sizeof ec.pref_model, "%s", c->pref_model);
+    memcpy(ec.learned_model, c->learned_model, sizeof ec.learned_model);
     char dir[PATH_BUF + 80]; /* room for /train after it */
     snprintf(dir, sizeof dir, "%s/eval/iter-%07d", out, iter);
     /* the held-out pass fills the rest */
-    *s = (EvalScores){.train_align = NAN, .train_pref = NAN, .train_remote = NAN};
+    *s = (EvalScores){.train_align = NAN, .train_remote = NAN};
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) s->train_learned[k] = NAN;
     for (int k = 0; k < TEMPLATE_KINDS; k++) s->train_by_template[k] = NAN;
     if (r->ema) { /* score the average: swap it in (host and device), then back */
         snprintf(ec.model, sizeof ec.model, "%.200s (iteration %d, EMA %g)", c->model, iter,
@@ -886,14 +907,15 @@ static int evaluate(Run *r, const char *out, int iter, EvalScores *s, char *err,
         swap_ema(r);
     }
     int rc = score_pass(r, &ec, NULL, 0, dir, &s->align, s->by_template, &s->best_of_seeds,
-                        &s->pref, &s->remote, err, errlen);
+                        s->learned, &s->remote, err, errlen);
     if (rc == 0 && c->eval_train_prompts) {
         snprintf(ec.prompts, sizeof ec.prompts, "%s", c->prompts);
         ec.max_prompts = c->eval_train_prompts;
         size_t used = strlen(dir);
         snprintf(dir + used, sizeof dir - used, "/train");
-        rc = score_pass(r, &ec, r->prompts, r->num_prompts, dir, &s->train_align,
-                        s->train_by_template, NULL, &s->train_pref, &s->train_remote, err, errlen);
+        rc =
+            score_pass(r, &ec, r->prompts, r->num_prompts, dir, &s->train_align,
+                       s->train_by_template, NULL, s->train_learned, &s->train_remote, err, errlen);
     }
     if (r->ema) swap_ema(r);
     return rc;

@@ -15,7 +15,7 @@
 #include "backend.h"
 #include "model.h"
 #include "ops.h"
-#include "rewards/pref.h"
+#include "rewards/learned.h"
 #include "rng.h"
 #include "runners/runner_util.h"
 #include "tokenizer.h"
@@ -34,6 +34,10 @@ typedef struct {
     float *score, *dscore;                     /* [2B] */
     int32_t *tokens;                           /* [2B, T] */
     int *kind_of;                              /* [B] each pair's degradation */
+    int clip;                                  /* config.reward "clip" (else "pref") */
+    float *e, *norm, *de;                      /* clip: [2B, img], [2B], [2B, img] */
+    uint8_t *same;                             /* clip: [B, B] image i and caption j agree */
+    char (*caption)[WORLD_CAPTION_MAX];        /* clip: [B] */
 } Run;
 
 static void run_free(Run *r)
@@ -42,6 +46,7 @@ static void run_free(Run *r)
     adamw_free(&r->opt);
     free(r->x), free(r->v), free(r->dv), free(r->t), free(r->score), free(r->dscore);
     free(r->tokens), free(r->kind_of);
+    free(r->e), free(r->norm), free(r->de), free(r->same), free(r->caption);
     vocab_free(&r->vocab);
     model_free(&r->model);
 }
@@ -76,6 +81,15 @@ static int run_setup(Run *r, const RewardTrainConfig *c, char *err, size_t errle
         return -1;
     if (model_init(&r->model, &mc)) goto oom;
     model_init_weights(&r->model, (uint64_t)c->seed);
+    if (strcmp(c->reward, "clip") == 0) {
+        /* adaLN-Zero starts every output at 0, and two zero embeddings have no gradient to
+         * leave it by: clip starts its output layer small and random instead */
+        Rng init;
+        size_t count = (size_t)mc.patch * mc.patch * mc.channels * mc.dim; /* [P, d] */
+        rng_seed(&init, (uint64_t)c->seed ^ 0xc11bull);
+        rng_normal(&init, r->model.p.fin_w, count);
+        for (size_t k = 0; k < count; k++) r->model.p.fin_w[k] *= 0.02f;
+    }
     AdamWConfig oc = {.lr = (float)c->lr,
                       .beta1 = (float)c->beta1,
                       .beta2 = (float)c->beta2,
@@ -97,6 +111,14 @@ static int run_setup(Run *r, const RewardTrainConfig *c, char *err, size_t errle
     r->dscore = malloc((size_t)rows * sizeof(float));
     r->tokens = malloc((size_t)rows * mc.text_len * sizeof(int32_t));
     r->kind_of = malloc((size_t)c->batch_size * sizeof(int));
+    if ((r->clip = strcmp(c->reward, "clip") == 0)) {
+        r->e = malloc((size_t)rows * img * sizeof(float));
+        r->de = malloc((size_t)rows * img * sizeof(float));
+        r->norm = malloc((size_t)rows * sizeof(float));
+        r->same = malloc((size_t)c->batch_size * c->batch_size);
+        r->caption = malloc((size_t)c->batch_size * sizeof *r->caption);
+        if (!r->e || !r->de || !r->norm || !r->same || !r->caption) goto oom;
+    }
     if (r->x && r->v && r->dv && r->t && r->score && r->dscore && r->tokens && r->kind_of) return 0;
 oom:
     snprintf(err, errlen, "out of memory for the model and a batch of %d pairs", c->batch_size);
@@ -202,6 +224,49 @@ static void fill_pairs(Run *r, uint64_t seed, WorldSplit split, uint64_t index0,
     }
 }
 
+/* clip: scenes index0 .. index0 + B - 1 of the (seed, split) stream, their images under the
+ * empty prompt in rows 0 .. B-1 and their captions on the blank canvas in rows B .. 2B-1; which
+ * images and captions agree into r->same (equal captions all do). */
+static void fill_clip(Run *r, uint64_t seed, WorldSplit split, uint64_t index0, int B)
+{
+    const ModelConfig *mc = &r->model.cfg;
+    int S = mc->image_size, T = mc->text_len;
+    size_t img = cfg_image_numel(mc);
+#pragma omp parallel for schedule(dynamic, 2)
+    for (int i = 0; i < B; i++) {
+        Scene scene;
+        world_sample_scene(seed, index0 + i, split, &scene);
+        world_render(&scene, S, r->x + (size_t)i * img);
+        memset(r->tokens + (size_t)i * T, 0, T * sizeof(int32_t));
+        clip_blank_canvas(S, r->x + (size_t)(B + i) * img);
+        tokenize(&r->vocab, scene.caption, T, r->tokens + (size_t)(B + i) * T);
+        snprintf(r->caption[i], sizeof r->caption[i], "%s", scene.caption);
+    }
+    for (int i = 0; i < B; i++)
+        for (int j = 0; j < B; j++) r->same[i * B + j] = strcmp(r->caption[i], r->caption[j]) == 0;
+}
+
+/* clip: the batch's InfoNCE loss, matched images, and the mean cosine of each image with its
+ * caption; with `grad`, the loss's gradient on the model's output into r->dv. */
+static double clip_batch(Run *r, const RewardTrainConfig *c, int B, int grad, int *correct,
+                         double *cosine)
+{
+    size_t img = cfg_image_numel(&r->model.cfg);
+    policy_forward(r->pol, 2 * B, r->x, r->t, r->tokens, r->v);
+    clip_normalise(r->v, 2 * B, img, r->e, r->norm);
+    double loss = clip_batch_loss(r->e, r->e + (size_t)B * img, r->same, B, img,
+                                  (float)c->temperature, r->de, r->de + (size_t)B * img, correct);
+    *cosine = 0;
+    for (int i = 0; i < B; i++) {
+        double dot = 0;
+        for (size_t k = 0; k < img; k++)
+            dot += (double)r->e[(size_t)i * img + k] * r->e[(size_t)(B + i) * img + k];
+        *cosine += dot / B;
+    }
+    if (grad) clip_normalise_grad(r->e, r->norm, r->de, 2 * B, img, r->dv);
+    return loss;
+}
+
 /* Scores the 2B rows of the batch into r->score. */
 static void score_batch(Run *r, int B)
 {
@@ -216,22 +281,41 @@ static void train_step(Run *r, const RewardTrainConfig *c, int step, double *los
 {
     int B = c->batch_size, correct;
     size_t img = cfg_image_numel(&r->model.cfg);
-    fill_pairs(r, (uint64_t)c->seed, WORLD_SPLIT_TRAIN, (uint64_t)step * B, B);
-    score_batch(r, B);
-    *loss = pref_pair_loss(r->score, r->score + B, B, r->dscore, r->dscore + B, &correct);
+    if (r->clip) {
+        fill_clip(r, (uint64_t)c->seed, WORLD_SPLIT_TRAIN, (uint64_t)step * B, B);
+        *loss = clip_batch(r, c, B, 1, &correct, margin);
+    } else {
+        fill_pairs(r, (uint64_t)c->seed, WORLD_SPLIT_TRAIN, (uint64_t)step * B, B);
+        score_batch(r, B);
+        *loss = pref_pair_loss(r->score, r->score + B, B, r->dscore, r->dscore + B, &correct);
+        *margin = 0;
+        for (int i = 0; i < B; i++) *margin += (r->score[i] - r->score[B + i]) / B;
+        pref_score_grad(r->dscore, 2 * B, img, r->dv);
+    }
     *acc = (double)correct / B;
-    *margin = 0;
-    for (int i = 0; i < B; i++) *margin += (r->score[i] - r->score[B + i]) / B;
-    pref_score_grad(r->dscore, 2 * B, img, r->dv);
     policy_zero_grad(r->pol);
     policy_backward(r->pol, r->dv);
     r->opt.cfg.lr = (float)lr_at(c, step);
     *grad_norm = policy_adamw_step(r->pol, &r->opt);
 }
 
-/* The held-out pairs' accuracy, overall and per degradation, into the metrics object o. */
+/* The held-out accuracy into the metrics object o: pref's pairs overall and per degradation;
+ * clip's images whose own caption is the most similar of their batch's. */
 static void evaluate(Run *r, const RewardTrainConfig *c, json_t *o)
 {
+    if (r->clip) {
+        int matched = 0;
+        for (int first = 0; first < c->eval_pairs; first += c->batch_size) {
+            int B = c->eval_pairs - first < c->batch_size ? c->eval_pairs - first : c->batch_size,
+                correct;
+            double cosine;
+            fill_clip(r, EVAL_SEED, WORLD_SPLIT_HELDOUT, (uint64_t)first, B);
+            clip_batch(r, c, B, 0, &correct, &cosine);
+            matched += correct;
+        }
+        json_object_set_new(o, "eval_accuracy", json_real((double)matched / c->eval_pairs));
+        return;
+    }
     int right[REWARD_DEGRADATIONS] = {0}, seen[REWARD_DEGRADATIONS] = {0}, total_right = 0;
     for (int first = 0; first < c->eval_pairs; first += c->batch_size) {
         int B = c->eval_pairs - first < c->batch_size ? c->eval_pairs - first : c->batch_size;
@@ -302,7 +386,7 @@ int reward_train_run(const RewardTrainConfig *c, const char *out, int resume,
             if (logging) {
                 json_object_set_new(o, "loss", json_real(w_loss / window));
                 json_object_set_new(o, "accuracy", json_real(w_acc / window));
-                json_object_set_new(o, "margin", json_real(w_margin / window));
+                json_object_set_new(o, r.clip ? "cosine" : "margin", json_real(w_margin / window));
                 json_object_set_new(o, "lr", json_real(lr_at(c, step)));
                 json_object_set_new(o, "grad_norm", json_real(grad_norm));
                 json_object_set_new(o, "sec_per_step", json_real(w_time / window));

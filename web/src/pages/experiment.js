@@ -21,10 +21,10 @@ const CHARTS = [
 const FOUND = [
   ['ratio per chunk', /^chunk_ratio\.\d+\.mean$/, (k) => `chunk ${k.split('.')[1]}`],
   ['reward per component', /^reward_.+_mean$/, (k) => k.slice('reward_'.length, -'_mean'.length)],
-  // the evaluations' samples scored by the preference model (pref_model) or a reward server
-  // (remote_url), beside align: a proxy's view next to the gold
-  ['other rewards in evaluations', /^eval_(?:train_)?(?:pref|remote)$/,
-    (k) => `${k.endsWith('pref') ? 'pref' : 'remote'}, ${k.includes('train') ? 'training prompts' : 'held out'}`],
+  // the evaluations' samples scored by the learned models (pref_model, clip_model) or a reward
+  // server (remote_url), beside align: a proxy's view next to the gold
+  ['other rewards in evaluations', /^eval_(?:train_)?(?:pref|clip|remote)$/,
+    (k) => `${k.replace(/^eval_(?:train_)?/, '')}, ${k.includes('train') ? 'training prompts' : 'held out'}`],
   // a reward_train run: how often the model prefers the clean image of a pair
   ['pair accuracy', /^(?:eval_)?accuracy$/, (k) => (k === 'accuracy' ? 'training batches' : 'held out')],
   ['held-out pair accuracy by degradation', /^eval_accuracy_by\./, (k) => k.slice('eval_accuracy_by.'.length)],
