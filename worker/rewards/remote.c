@@ -328,9 +328,9 @@ static char *score_request(const RemoteReward *rr, const char *request_id, int f
     return text;
 }
 
-int remote_reward_score(RemoteReward *rr, const char *tag, int n, const char *const *prompts,
-                        const float *imgs, int S, int C, float *scores, RemoteScoreStats *st,
-                        char *err, size_t errlen)
+int remote_reward_score(RemoteReward *rr, const char *tag, const char *what, int n,
+                        const char *const *prompts, const float *imgs, int S, int C, float *scores,
+                        RemoteScoreStats *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof *st);
     for (int first = 0, k = 0; first < n; first += rr->batch, k++) {
@@ -354,6 +354,12 @@ int remote_reward_score(RemoteReward *rr, const char *tag, int n, const char *co
             errbuf_printf(err, errlen, "remote reward: %s", why);
             return -1;
         }
+    }
+    if (2 * st->item_errors > n) {
+        errbuf_printf(err, errlen,
+                      "remote reward: the server failed on %d of the %d images of %s (%s)",
+                      st->item_errors, n, what, st->first_error);
+        return -1;
     }
     return 0;
 }

@@ -12,7 +12,8 @@
  * use it to answer a repeat from its cache) after a back-off that doubles from 0.5 s up to 30 s;
  * any other 4xx, or a 2xx whose answer breaks the protocol, ends the scoring with a message that
  * names the URL and the field. An item the server answers with an "error" is a per-item failure:
- * its score is NAN and the caller decides what to do with it.
+ * its score is NAN and the caller decides what to do with it; when more than half of a call's
+ * images fail, the call fails (a server that scores so little is broken, not flaky).
  *
  * The client is not thread-safe: one per run.
  */
@@ -49,10 +50,11 @@ void remote_reward_close(RemoteReward *rr);
  * client opened (so that a server caching answers by request_id never hands one run another's).
  * Item ids are the images' indices as decimal strings. Fills scores [n] (NAN for an item answered
  * with an error) and *st. Returns 0, or -1 with a message naming the URL when a request failed for
- * good or broke the protocol. */
-int remote_reward_score(RemoteReward *rr, const char *tag, int n, const char *const *prompts,
-                        const float *imgs, int S, int C, float *scores, RemoteScoreStats *st,
-                        char *err, size_t errlen);
+ * good or broke the protocol, or naming `what` (the images' batch: "iteration 3") when the server
+ * failed on more than half of them. */
+int remote_reward_score(RemoteReward *rr, const char *tag, const char *what, int n,
+                        const char *const *prompts, const float *imgs, int S, int C, float *scores,
+                        RemoteScoreStats *st, char *err, size_t errlen);
 
 /* ---- exposed for the unit tests ---- */
 
