@@ -201,9 +201,36 @@ int eval_hybrid_steps(int hybrid_steps, int steps)
     return hybrid_steps ? hybrid_steps : (int)lround(0.6 * steps);
 }
 
+int eval_scorers_open(EvalScorers *s, const char learned_model[][CONFIG_STRING_MAX],
+                      const RemoteSettings *remote, int batch, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) {
+        char why[1024];
+        if (learned_model[k][0] && !(s->learned[k] = learned_open(learned_model[k], (LearnedKind)k,
+                                                                  batch, why, sizeof why))) {
+            snprintf(err, errlen, "config.%s_model: %s", experiment_learned_names[k], why);
+            eval_scorers_close(s);
+            return -1;
+        }
+    }
+    if (remote->url[0] && !(s->remote = remote_reward_open(remote, err, errlen))) {
+        eval_scorers_close(s);
+        return -1;
+    }
+    return 0;
+}
+
+void eval_scorers_close(EvalScorers *s)
+{
+    for (int k = 0; k < EXPERIMENT_LEARNED; k++) learned_close(s->learned[k]);
+    remote_reward_close(s->remote);
+    memset(s, 0, sizeof *s);
+}
+
 int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *c,
-               const char *const *list, int num_prompts, const char *out, json_t *report, char *err,
-               size_t errlen)
+               const EvalScorers *scorers, const char *const *list, int num_prompts,
+               const char *out, json_t *report, char *err, size_t errlen)
 {
     int hybrid = strcmp(c->mode, "hybrid") == 0;
     if (hybrid && !base) {
@@ -232,23 +259,13 @@ int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *
     float *remote_score = malloc((size_t)(np ? np : 1) * sizeof *remote_score); /* [np] a seed's */
     /* [EXPERIMENT_LEARNED, np] a seed's, learned model by model */
     float *learned_score = malloc((size_t)EXPERIMENT_LEARNED * (np ? np : 1) * sizeof(float));
-    LearnedReward *learned[EXPERIMENT_LEARNED] = {NULL};
+    LearnedReward *const *learned = scorers->learned;
+    RemoteReward *remote = scorers->remote;
     Trajectory *tr = NULL;
-    RemoteReward *remote = NULL;
     if (!log || !tokens || !prompt_of || !prompts || !res || !best || !tpl || !remote_score ||
         !learned_score) {
         snprintf(err, errlen, "%s: cannot write, or out of memory", path);
         goto done;
-    }
-    if (c->remote.url[0] && !(remote = remote_reward_open(&c->remote, err, errlen))) goto done;
-    for (int k = 0; k < EXPERIMENT_LEARNED; k++) {
-        char why[1024];
-        if (c->learned_model[k][0] &&
-            !(learned[k] = learned_open(c->learned_model[k], (LearnedKind)k, np ? np : 1, why,
-                                        sizeof why))) {
-            snprintf(err, errlen, "config.%s_model: %s", experiment_learned_names[k], why);
-            goto done;
-        }
     }
     for (int i = 0; i < np; i++) remote_score[i] = NAN;
     for (int i = 0; i < EXPERIMENT_LEARNED * np; i++) learned_score[i] = NAN;
@@ -423,8 +440,6 @@ done:
     free(best);
     free(tpl);
     free(remote_score), free(learned_score);
-    remote_reward_close(remote);
-    for (int k = 0; k < EXPERIMENT_LEARNED; k++) learned_close(learned[k]);
     return rc;
 }
 
@@ -455,9 +470,12 @@ int eval_run(const EvalConfig *c, const char *out, char *err, size_t errlen)
         (hybrid && !(base_pol = policy_for_config(c->backend, c->precision, &base, NULL, batch, err,
                                                   errlen))))
         goto done;
+    EvalScorers scorers;
+    if (eval_scorers_open(&scorers, c->learned_model, &c->remote, batch, err, errlen)) goto done;
     json_t *report = json_object();
-    rc = eval_model(pol, base_pol, &vocab, c, NULL, 0, out, report, err, errlen);
+    rc = eval_model(pol, base_pol, &vocab, c, &scorers, NULL, 0, out, report, err, errlen);
     json_decref(report);
+    eval_scorers_close(&scorers);
 done:
     policy_free(base_pol);
     policy_free(pol);

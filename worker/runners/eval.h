@@ -18,8 +18,24 @@
 #include "backend.h"
 #include "experiment.h" /* EvalConfig and its table */
 #include "model.h"
+#include "rewards/learned.h"
+#include "rewards/remote.h"
 #include "tokenizer.h"
 #include "runners/pretrain.h"
+
+/* The scorers beside align that a config names (NULL members: none): the learned models of
+ * pref_model and clip_model, and the client of remote_url. A grpo run opens them once and scores
+ * its rollouts and every evaluation with them. */
+typedef struct {
+    LearnedReward *learned[EXPERIMENT_LEARNED];
+    RemoteReward *remote; /* asked its health when opened */
+} EvalScorers;
+
+/* Opens the scorers of learned_model [EXPERIMENT_LEARNED] and remote (learned models score `batch`
+ * images per call). Returns 0, or -1 with a message naming the field; *s is then closed. */
+int eval_scorers_open(EvalScorers *s, const char learned_model[][CONFIG_STRING_MAX],
+                      const RemoteSettings *remote, int batch, char *err, size_t errlen);
+void eval_scorers_close(EvalScorers *s);
 
 /* Loads cfg->model and evaluates it into out_dir; cfg has passed experiment_config_parse (hybrid
  * names a base_model). Returns 0, or -1 with a message in err. */
@@ -33,10 +49,11 @@ int eval_run(const EvalConfig *cfg, const char *out_dir, char *err, size_t errle
  * the figures to report (the object also written as out_dir/eval.json): "ode": {"align_mean", ...},
  * "sde": {"align_mean", "within_group_std", "tied_group_fraction", ...}. With cfg->mode "hybrid",
  * the ODE pass hands the late transitions to the policy `base` (algorithm.md section 7); base is
- * unused otherwise. pol, base and vocab are borrowed. Returns 0, or -1 with a message in err. */
+ * unused otherwise. The scorers (which cfg's learned_model and remote name) score the ODE samples
+ * too. pol, base, vocab and scorers are borrowed. Returns 0, or -1 with a message in err. */
 int eval_model(Policy *pol, Policy *base, const Vocab *vocab, const EvalConfig *cfg,
-               const char *const *list, int num_prompts, const char *out_dir, json_t *report,
-               char *err, size_t errlen);
+               const EvalScorers *scorers, const char *const *list, int num_prompts,
+               const char *out_dir, json_t *report, char *err, size_t errlen);
 
 /* The transitions a hybrid evaluation samples with the trained model: cfg's hybrid_steps, or
  * 60% of the steps (the paper's 30 of 50) when that is 0. */

@@ -67,9 +67,8 @@ typedef struct {
     GrpoItem *items;                 /* [G * n_train] */
     int *item_chunk;                 /* [G * n_train] the chunk index of each item */
     GrpoItemStats *stats;            /* [n * n_train] */
-    float *ratio_of;      /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
-    RemoteReward *remote; /* config.remote_url's client, or NULL */
-    LearnedReward *learned[EXPERIMENT_LEARNED]; /* config.pref_model, clip_model, or NULL */
+    float *ratio_of;          /* [n, chunks]: the ratio of each trained chunk, NAN if untrained */
+    EvalScorers scorers;      /* config.pref_model, clip_model, remote_url: rollouts, evaluations */
     float *remote_score;      /* [n] the server's answers, NAN for a failed item */
     float *learned_score;     /* [n] a learned model's */
     const char **item_prompt; /* [n] each rollout's prompt, for the scorers beside align */
@@ -89,8 +88,7 @@ static void run_free(Run *r)
     free(r->profile_mean);
     free(r->weights), free(r->chosen), free(r->items), free(r->item_chunk), free(r->stats);
     free(r->ratio_of);
-    remote_reward_close(r->remote);
-    for (int k = 0; k < EXPERIMENT_LEARNED; k++) learned_close(r->learned[k]);
+    eval_scorers_close(&r->scorers);
     free(r->remote_score), free(r->learned_score), free(r->item_prompt);
     free(r->all_rewards), free(r->all_comp), free(r->all_adv);
     adamw_free(&r->opt);
@@ -182,14 +180,13 @@ static int ranks_setup(Run *r, char *err, size_t errlen)
     return -1;
 }
 
-/* Opens the scorers beside align that the config names: the learned models, and the reward
- * server's client (which asks its health first). */
+/* Opens the scorers beside align that the config names (the learned models, the reward server's
+ * client) and the buffers scoring with them needs. */
 static int scorers_setup(Run *r, char *err, size_t errlen)
 {
     const GrpoRunConfig *c = r->c;
-    int any = c->remote.url[0] != 0;
-    for (int k = 0; k < EXPERIMENT_LEARNED; k++) any |= c->learned_model[k][0] != 0;
-    if (!any) return 0;
+    if (eval_scorers_open(&r->scorers, c->learned_model, &c->remote, c->batch, err, errlen))
+        return -1;
     r->remote_score = malloc((size_t)r->n * sizeof(float));
     r->learned_score = malloc((size_t)r->n * sizeof(float));
     r->item_prompt = malloc((size_t)r->n * sizeof(char *));
@@ -197,15 +194,7 @@ static int scorers_setup(Run *r, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory for the rewards' scores");
         return -1;
     }
-    char why[1024];
-    for (int k = 0; k < EXPERIMENT_LEARNED; k++)
-        if (c->learned_model[k][0] &&
-            !(r->learned[k] =
-                  learned_open(c->learned_model[k], (LearnedKind)k, c->batch, why, sizeof why))) {
-            snprintf(err, errlen, "config.%s_model: %s", experiment_learned_names[k], why);
-            return -1;
-        }
-    return !c->remote.url[0] || (r->remote = remote_reward_open(&c->remote, err, errlen)) ? 0 : -1;
+    return 0;
 }
 
 static int run_setup(Run *r, const GrpoRunConfig *c, char *err, size_t errlen)
@@ -443,8 +432,8 @@ static int remote_component(Run *r, int it, IterStats *st, char *err, size_t err
     snprintf(tag, sizeof tag, "%d", it);
     snprintf(what, sizeof what, "iteration %d", it);
     RemoteScoreStats rs;
-    if (remote_reward_score(r->remote, tag, what, n, r->item_prompt, r->tr->x0_hat, mc->image_size,
-                            mc->channels, r->remote_score, &rs, err, errlen))
+    if (remote_reward_score(r->scorers.remote, tag, what, n, r->item_prompt, r->tr->x0_hat,
+                            mc->image_size, mc->channels, r->remote_score, &rs, err, errlen))
         return -1;
     st->remote_errors = rs.item_errors, st->remote_retries = rs.retries;
     for (int g = 0; g < n / G; g++) {
@@ -580,17 +569,17 @@ static int iteration(Run *r, int it, IterStats *st, char *err, size_t errlen)
         snprintf(err, errlen, "the align reward failed on a rollout image");
         return -1;
     }
-    for (int b = 0; r->item_prompt && b < n; b++) /* for the scorers beside align */
+    for (int b = 0; b < n; b++) /* for the scorers beside align */
         r->item_prompt[b] = r->prompts[r->prompt_index[b / G]];
     for (int k = 0; k < EXPERIMENT_LEARNED; k++) {
-        if (!r->learned[k]) continue;
-        if (learned_score_images(r->learned[k], r->item_prompt, r->tr->x0_hat, n, mc->image_size,
-                                 r->learned_score, err, errlen))
+        if (!r->scorers.learned[k]) continue;
+        if (learned_score_images(r->scorers.learned[k], r->item_prompt, r->tr->x0_hat, n,
+                                 mc->image_size, r->learned_score, err, errlen))
             return -1;
         for (int b = 0; b < n; b++)
             r->comp[(size_t)b * REWARD_COMPONENTS + REWARD_PREF + k] = r->learned_score[b];
     }
-    if (r->remote) {
+    if (r->scorers.remote) {
         double t = omp_get_wtime();
         if (remote_component(r, it, st, err, errlen)) return -1;
         st->t_remote = omp_get_wtime() - t;
@@ -692,8 +681,8 @@ static void set_eval_scores(json_t *o, const EvalScores *e)
  * config's). */
 static int component_scored(const Run *r, int k)
 {
-    if (k == REWARD_PREF || k == REWARD_CLIP) return r->learned[k - REWARD_PREF] != NULL;
-    return k == REWARD_REMOTE ? r->remote != NULL : 1;
+    if (k == REWARD_PREF || k == REWARD_CLIP) return r->scorers.learned[k - REWARD_PREF] != NULL;
+    return k == REWARD_REMOTE ? r->scorers.remote != NULL : 1;
 }
 
 static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
@@ -753,7 +742,7 @@ static void write_metrics(FILE *f, const Run *r, int iter, const IterStats *st,
     json_object_set_new(o, "sec_sampling", json_real(st->t_sample));
     json_object_set_new(o, "sec_reward", json_real(st->t_reward));
     json_object_set_new(o, "sec_optimize", json_real(st->t_opt));
-    if (r->remote) {
+    if (r->scorers.remote) {
         json_object_set_new(o, "sec_remote_reward", json_real(st->t_remote));
         json_object_set_new(o, "remote_item_errors", json_integer(st->remote_errors));
         json_object_set_new(o, "remote_retries", json_integer(st->remote_retries));
@@ -843,7 +832,8 @@ static int score_pass(Run *r, const EvalConfig *ec, const char *const *list, int
                       double *remote, char *err, size_t errlen)
 {
     json_t *report = json_object();
-    int rc = eval_model(r->pol, r->base_pol, &r->vocab, ec, list, n, dir, report, err, errlen);
+    int rc = eval_model(r->pol, r->base_pol, &r->vocab, ec, &r->scorers, list, n, dir, report, err,
+                        errlen);
     if (rc == 0) {
         json_t *ode = json_object_get(report, "ode");
         *mean = json_real_value(json_object_get(ode, "align_mean"));
