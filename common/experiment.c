@@ -561,33 +561,39 @@ static int grpo_check(const void *cfg, char *err, size_t errlen)
 }
 
 /* Every name of config.degradations is a degradation, and at least one is given. */
-static int reward_train_check(const void *cfg, char *err, size_t errlen)
+int reward_degradations_parse(const char *list, int *kinds, char *err, size_t errlen)
 {
-    const RewardTrainConfig *c = cfg;
-    char list[CONFIG_STRING_MAX];
-    snprintf(list, sizeof list, "%s", c->degradations);
-    int count = 0;
-    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+    char buf[CONFIG_STRING_MAX];
+    snprintf(buf, sizeof buf, "%s", list);
+    int named[REWARD_DEGRADATIONS] = {0}, count = 0;
+    for (char *save = NULL, *name = strtok_r(buf, ",", &save); name;
          name = strtok_r(NULL, ",", &save)) {
         while (*name == ' ') name++;
-        int known = 0;
-        for (int k = 0; reward_degradation_names[k]; k++)
-            known |= strcmp(name, reward_degradation_names[k]) == 0;
-        if (!known) {
+        int k = 0;
+        while (k < REWARD_DEGRADATIONS && strcmp(name, reward_degradation_names[k]) != 0) k++;
+        if (k == REWARD_DEGRADATIONS) {
             snprintf(err, errlen,
                      "config.degradations: \"%s\" is not one of noise, blur, ink, colour, missing",
                      name);
             return -1;
         }
-        count++;
+        named[k] = 1;
     }
-    if (!count) {
+    for (int k = 0; k < REWARD_DEGRADATIONS; k++)
+        if (named[k]) kinds[count++] = k;
+    if (!count)
         snprintf(err, errlen,
-                 "config.degradations: name at least one of noise, blur, ink, "
-                 "colour, missing");
-        return -1;
-    }
-    return 0;
+                 "config.degradations: name at least one of noise, blur, ink, colour, missing");
+    return count ? count : -1;
+}
+
+static int reward_train_check(const void *cfg, char *err, size_t errlen)
+{
+    int kinds[REWARD_DEGRADATIONS];
+    return reward_degradations_parse(((const RewardTrainConfig *)cfg)->degradations, kinds, err,
+                                     errlen) < 0
+               ? -1
+               : 0;
 }
 
 static int profile_check(const void *cfg, char *err, size_t errlen)

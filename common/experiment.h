@@ -150,6 +150,11 @@ typedef struct {
 #define REWARD_DEGRADATIONS 5
 extern const char *const reward_degradation_names[REWARD_DEGRADATIONS + 1];
 
+/* The distinct degradations a comma-separated list names (config.degradations), as indices into
+ * reward_degradation_names in that order, into kinds [REWARD_DEGRADATIONS]. Returns how many, or
+ * -1 with a message naming the field (an unknown name, or none). */
+int reward_degradations_parse(const char *list, int *kinds, char *err, size_t errlen);
+
 /* kind "profile": the temporal-dynamics profile of a model (worker/runners/profile.h). */
 typedef struct {
     char model[CONFIG_STRING_MAX];

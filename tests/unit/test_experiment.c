@@ -150,6 +150,12 @@ static void test_checks_across_fields(void)
     expect_error("{\"kind\": \"reward_train\", \"degradations\": \",\"}",
                  "config.degradations: name at least one");
     expect_valid("{\"kind\": \"reward_train\", \"degradations\": \"colour, missing\"}");
+    /* a list names each degradation once however often it repeats it, in the names' order */
+    int kinds[REWARD_DEGRADATIONS];
+    char err[256];
+    CHECK(reward_degradations_parse("missing,noise,missing,noise,missing,noise", kinds, err,
+                                    sizeof err) == 2 &&
+          kinds[0] == 0 && kinds[1] == 4);
     /* a server with weight 0 is a reward logged beside the training one */
     expect_valid("{\"kind\": \"grpo\", \"remote_url\": \"https://scores.example/\"}");
     expect_valid("{\"kind\": \"grpo\", \"remote_url\": \"http://127.0.0.1:8600\", "

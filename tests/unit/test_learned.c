@@ -47,7 +47,8 @@ static double clip_of(const float *vi, const float *vt, const uint8_t *same, int
     float ei[64], et[64], ni[8], nt[8], dei[64], det[64];
     clip_normalise(vi, B, (size_t)D, ei, ni);
     clip_normalise(vt, B, (size_t)D, et, nt);
-    double loss = clip_batch_loss(ei, et, same, B, (size_t)D, 0.5f, dei, det, correct);
+    double work[2 * 8 * 8];
+    double loss = clip_batch_loss(ei, et, same, B, (size_t)D, 0.5f, work, dei, det, correct);
     clip_normalise_grad(ei, ni, dei, B, (size_t)D, gvi);
     clip_normalise_grad(et, nt, det, B, (size_t)D, gvt);
     return loss;

@@ -99,13 +99,10 @@ static double soft_ce(const double *l, const uint8_t *same, size_t stride, int B
 }
 
 double clip_batch_loss(const float *ei, const float *et, const uint8_t *same, int B, size_t dim,
-                       float temperature, float *dei, float *det, int *correct)
+                       float temperature, double *work, float *dei, float *det, int *correct)
 {
-    double *l = malloc((size_t)B * B * sizeof(double)), *g = calloc((size_t)B * B, sizeof(double));
-    if (!l || !g) {
-        free(l), free(g);
-        return NAN;
-    }
+    double *l = work, *g = work + (size_t)B * B; /* the logits and their gradient */
+    memset(g, 0, (size_t)B * B * sizeof *g);
     *correct = 0;
     for (int i = 0; i < B; i++) {
         int best = 0;
@@ -134,7 +131,6 @@ double clip_batch_loss(const float *ei, const float *et, const uint8_t *same, in
                 det[(size_t)j * dim + k] += gij * ei[(size_t)i * dim + k];
             }
         }
-    free(l), free(g);
     return loss * 0.5 / B;
 }
 

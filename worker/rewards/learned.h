@@ -44,10 +44,10 @@ void clip_normalise_grad(const float *e, const float *norm, const float *de, int
 /* clip: the symmetric InfoNCE loss of B images ei [B, dim] and B captions et [B, dim] (unit rows),
  * logits cos / temperature; same[i * B + j] is 1 when image i and caption j belong together
  * (equal captions all count), and every row and column has at least one. The gradients on ei
- * and et into dei, det. Returns the loss; *correct counts the images whose most similar caption
- * is theirs. */
+ * and et into dei, det; work [2 * B * B] is the caller's scratch. Returns the loss; *correct
+ * counts the images whose most similar caption is theirs. */
 double clip_batch_loss(const float *ei, const float *et, const uint8_t *same, int B, size_t dim,
-                       float temperature, float *dei, float *det, int *correct);
+                       float temperature, double *work, float *dei, float *det, int *correct);
 
 typedef struct LearnedReward LearnedReward;
 

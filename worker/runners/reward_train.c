@@ -35,7 +35,9 @@ typedef struct {
     int32_t *tokens;                           /* [2B, T] */
     int *kind_of;                              /* [B] each pair's degradation */
     int clip;                                  /* config.reward "clip" (else "pref") */
+    float *blur;                               /* pref: [B, img] each pair's blur scratch */
     float *e, *norm, *de;                      /* clip: [2B, img], [2B], [2B, img] */
+    double *clip_work;                         /* clip: [2B * B] the loss's scratch */
     uint8_t *same;                             /* clip: [B, B] image i and caption j agree */
     char (*caption)[WORLD_CAPTION_MAX];        /* clip: [B] */
 } Run;
@@ -46,7 +48,8 @@ static void run_free(Run *r)
     adamw_free(&r->opt);
     free(r->x), free(r->v), free(r->dv), free(r->t), free(r->score), free(r->dscore);
     free(r->tokens), free(r->kind_of);
-    free(r->e), free(r->norm), free(r->de), free(r->same), free(r->caption);
+    free(r->blur), free(r->e), free(r->norm), free(r->de), free(r->same), free(r->caption);
+    free(r->clip_work);
     vocab_free(&r->vocab);
     model_free(&r->model);
 }
@@ -54,19 +57,6 @@ static void run_free(Run *r)
 static double lr_at(const RewardTrainConfig *c, int step)
 {
     return warmup_cosine_lr(c->lr, c->warmup_steps, c->steps, c->min_lr_ratio, step);
-}
-
-/* config.degradations (checked by the config table) as indices into r->kinds. */
-static void parse_kinds(Run *r, const char *list)
-{
-    char buf[CONFIG_STRING_MAX];
-    snprintf(buf, sizeof buf, "%s", list);
-    for (char *save = NULL, *name = strtok_r(buf, ",", &save); name;
-         name = strtok_r(NULL, ",", &save)) {
-        while (*name == ' ') name++;
-        for (int k = 0; k < REWARD_DEGRADATIONS; k++)
-            if (strcmp(name, reward_degradation_names[k]) == 0) r->kinds[r->num_kinds++] = k;
-    }
 }
 
 static int run_setup(Run *r, const RewardTrainConfig *c, char *err, size_t errlen)
@@ -98,7 +88,9 @@ static int run_setup(Run *r, const RewardTrainConfig *c, char *err, size_t errle
                       .grad_clip = (float)c->grad_clip};
     if (adamw_init(&r->opt, &oc, r->model.num_params)) goto oom;
     rng_seed(&r->rng, (uint64_t)c->seed);
-    parse_kinds(r, c->degradations);
+    /* the config table checked the list */
+    r->num_kinds = reward_degradations_parse(c->degradations, r->kinds, err, errlen);
+    if (r->num_kinds < 0) return -1;
     int rows = 2 * c->batch_size;
     size_t img = cfg_image_numel(&mc);
     if (!(r->pol = policy_for_config(c->backend, c->precision, &r->model, NULL, rows, err, errlen)))
@@ -117,7 +109,10 @@ static int run_setup(Run *r, const RewardTrainConfig *c, char *err, size_t errle
         r->norm = malloc((size_t)rows * sizeof(float));
         r->same = malloc((size_t)c->batch_size * c->batch_size);
         r->caption = malloc((size_t)c->batch_size * sizeof *r->caption);
-        if (!r->e || !r->de || !r->norm || !r->same || !r->caption) goto oom;
+        r->clip_work = malloc((size_t)2 * c->batch_size * c->batch_size * sizeof(double));
+        if (!r->e || !r->de || !r->norm || !r->same || !r->caption || !r->clip_work) goto oom;
+    } else if (!(r->blur = malloc((size_t)c->batch_size * img * sizeof(float)))) {
+        goto oom;
     }
     if (r->x && r->v && r->dv && r->t && r->score && r->dscore && r->tokens && r->kind_of) return 0;
 oom:
@@ -153,8 +148,9 @@ static void box_blur(const float *src, int S, float *dst)
 }
 
 /* Renders scene into chosen and the degradation `kind` of it into rejected ([S, S, 3] each),
- * the degradation's randomness from rng. */
-static void make_pair(const Scene *scene, int kind, Rng *rng, int S, float *chosen, float *rejected)
+ * the degradation's randomness from rng; scratch [S, S, 3] is the blur's. */
+static void make_pair(const Scene *scene, int kind, Rng *rng, int S, float *chosen, float *rejected,
+                      float *scratch)
 {
     size_t img = (size_t)S * S * 3;
     world_render(scene, S, chosen);
@@ -171,14 +167,10 @@ static void make_pair(const Scene *scene, int kind, Rng *rng, int S, float *chos
             rejected[k] = v < -1 ? -1 : v > 1 ? 1 : v;
         }
         return;
-    case 1: { /* blur: two passes of a 3x3 box */
-        float *tmp = malloc(img * sizeof(float));
-        if (!tmp) break; /* no memory: an identical pair, which teaches nothing */
-        box_blur(chosen, S, tmp);
-        box_blur(tmp, S, rejected);
-        free(tmp);
+    case 1: /* blur: two passes of a 3x3 box */
+        box_blur(chosen, S, scratch);
+        box_blur(scratch, S, rejected);
         return;
-    }
     case 2: /* ink: two stray strokes */
         memcpy(rejected, chosen, img * sizeof(float));
         for (int s = 0; s < 2; s++) {
@@ -218,7 +210,8 @@ static void fill_pairs(Run *r, uint64_t seed, WorldSplit split, uint64_t index0,
         rng_uniform(&pr, &u, 1);
         int kind = r->kinds[(int)(u * r->num_kinds) % r->num_kinds];
         r->kind_of[i] = kind;
-        make_pair(&scene, kind, &pr, S, r->x + (size_t)i * img, r->x + (size_t)(B + i) * img);
+        make_pair(&scene, kind, &pr, S, r->x + (size_t)i * img, r->x + (size_t)(B + i) * img,
+                  r->blur + (size_t)i * img);
         tokenize(&r->vocab, scene.caption, T, r->tokens + (size_t)i * T);
         memcpy(r->tokens + (size_t)(B + i) * T, r->tokens + (size_t)i * T, T * sizeof(int32_t));
     }
@@ -254,8 +247,9 @@ static double clip_batch(Run *r, const RewardTrainConfig *c, int B, int grad, in
     size_t img = cfg_image_numel(&r->model.cfg);
     policy_forward(r->pol, 2 * B, r->x, r->t, r->tokens, r->v);
     clip_normalise(r->v, 2 * B, img, r->e, r->norm);
-    double loss = clip_batch_loss(r->e, r->e + (size_t)B * img, r->same, B, img,
-                                  (float)c->temperature, r->de, r->de + (size_t)B * img, correct);
+    double loss =
+        clip_batch_loss(r->e, r->e + (size_t)B * img, r->same, B, img, (float)c->temperature,
+                        r->clip_work, r->de, r->de + (size_t)B * img, correct);
     *cosine = 0;
     for (int i = 0; i < B; i++) {
         double dot = 0;
