@@ -147,6 +147,13 @@ static int setup_chunks(Run *r, int iteration, char *err, size_t errlen)
     return -1;
 }
 
+/* The first of rank k's groups among an iteration's P, of W ranks (k = W: P), so that the ranks'
+ * shares differ by one group at most. */
+static int rank_first_group(int k, int P, int W)
+{
+    return (int)((int64_t)k * P / W);
+}
+
 /* This rank's share of an iteration's groups: a contiguous run, so that its trajectories' noise
  * is a contiguous run of the whole iteration's (SamplerConfig.noise_first). Several ranks sum
  * their gradients on the host before one AdamW step per iteration. */
@@ -155,8 +162,8 @@ static int ranks_setup(Run *r, char *err, size_t errlen)
     const GrpoRunConfig *c = r->c;
     int P = c->prompts_per_iter, W = dist_size();
     r->rank = dist_rank(), r->ranks = W;
-    r->g0 = (int)((int64_t)r->rank * P / W);
-    r->groups = (int)((int64_t)(r->rank + 1) * P / W) - r->g0;
+    r->g0 = rank_first_group(r->rank, P, W);
+    r->groups = rank_first_group(r->rank + 1, P, W) - r->g0;
     r->n = r->groups * c->group_size;
     r->n_all = P * c->group_size;
     if (W == 1) return 0;
@@ -461,8 +468,8 @@ static int reward_stats(Run *r, IterStats *st, const float *adv, int sources, in
     if (r->ranks > 1) {
         int counts[DIST_MAX_RANKS], displs[DIST_MAX_RANKS], G = r->c->group_size;
         for (int k = 0; k < r->ranks; k++) {
-            int g0 = (int)((int64_t)k * r->c->prompts_per_iter / r->ranks);
-            int g1 = (int)((int64_t)(k + 1) * r->c->prompts_per_iter / r->ranks);
+            int g0 = rank_first_group(k, r->c->prompts_per_iter, r->ranks);
+            int g1 = rank_first_group(k + 1, r->c->prompts_per_iter, r->ranks);
             counts[k] = (g1 - g0) * G, displs[k] = g0 * G;
         }
         int rc = dist_gather_floats(r->rewards, r->all_rewards, counts, displs) ||
