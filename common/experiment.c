@@ -615,20 +615,20 @@ static int profile_check(const void *cfg, char *err, size_t errlen)
 
 const ExperimentKind experiment_kinds[] = {
     {"pretrain", pretrain_fields, COUNT(pretrain_fields), sizeof(PretrainConfig),
-     "flow-matching training of a base model on the shapes world", NULL},
+     "flow-matching training of a base model on the shapes world", NULL, "step", "steps"},
     {"eval", eval_fields, COUNT(eval_fields), sizeof(EvalConfig),
      "scores a checkpoint on fixed prompts and seeds: ODE mean align, SDE within-group spread",
-     eval_check},
+     eval_check, "iteration", NULL},
     {"grpo", grpo_fields, COUNT(grpo_fields), sizeof(GrpoRunConfig),
      "RL fine-tuning of a base model by step-level GRPO or Chunk-GRPO on weighted rewards",
-     grpo_check},
+     grpo_check, "iteration", "iterations"},
     {"reward_train", reward_train_fields, COUNT(reward_train_fields), sizeof(RewardTrainConfig),
      "a learned reward model: pref (Bradley-Terry on clean against degraded renderings) or clip "
      "(contrastive image-text)",
-     reward_train_check},
+     reward_train_check, "step", "steps"},
     {"profile", profile_fields, COUNT(profile_fields), sizeof(ProfileConfig),
      "the relative-L1 dynamics of a model's sampling steps and the chunkings they suggest",
-     profile_check},
+     profile_check, "iteration", NULL},
 };
 const int experiment_kind_count = COUNT(experiment_kinds);
 

@@ -187,6 +187,9 @@ typedef struct {
     /* The checks across fields of a config that config_parse filled, or NULL when the kind has
      * none. Returns 0, or -1 with a message naming a field. */
     int (*check)(const void *cfg, char *err, size_t errlen);
+    /* What a run of the kind counts: the metrics lines' numbering field ("step", "iteration"),
+     * and the config field it counts to ("steps", "iterations"; NULL for a one-shot kind). */
+    const char *metrics_key, *count_field;
 } ExperimentKind;
 
 /* Every kind, [experiment_kind_count], in the order help texts and the schema list them. */

@@ -57,6 +57,7 @@
 
 #include "backend.h"
 #include "commands.h"
+#include "experiment.h"
 #include "runners/runner_util.h"
 #include "sha256.h"
 #include "uplink.h"
@@ -146,8 +147,7 @@ typedef struct {
     int64_t id;
     int attempt;
     const json_t *config; /* the lease's effective config (borrowed) */
-    const char *iter_key; /* the metrics' iteration field: "iteration", or "step" (pretrain,
-                             reward_train) */
+    const char *iter_key; /* the metrics' numbering field (ExperimentKind.metrics_key) */
     int64_t total;        /* iterations or steps; 0 for kinds without */
     char dir[PATH_BUF], run[PATH_BUF + 8], metrics[PATH_BUF + 32], log[PATH_BUF + 16];
     char state[PATH_BUF + 16], config_path[PATH_BUF + 16];
@@ -871,11 +871,11 @@ static int run_job(Serve *s, const json_t *lease)
                .uploaded = json_object()};
     Job *j = &job;
     const char *kind = json_string_value(json_object_get(j->config, "kind"));
-    if (kind && (strcmp(kind, "pretrain") == 0 || strcmp(kind, "reward_train") == 0)) {
-        j->iter_key = "step";
-        j->total = json_integer_value(json_object_get(j->config, "steps"));
-    } else if (kind && strcmp(kind, "grpo") == 0) {
-        j->total = json_integer_value(json_object_get(j->config, "iterations"));
+    const ExperimentKind *k = experiment_kind_find(kind);
+    if (k) { /* an unknown kind fails in the runner, with its message */
+        j->iter_key = k->metrics_key;
+        if (k->count_field)
+            j->total = json_integer_value(json_object_get(j->config, k->count_field));
     }
     int64_t base = LOG_SEQ_BASE + (int64_t)j->attempt * LOG_SEQ_PER_ATTEMPT;
     int64_t next_seq = json_integer_value(json_object_get(lease, "next_seq"));

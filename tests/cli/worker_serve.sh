@@ -235,6 +235,7 @@ R=$(jget "j['id']")
 worker h --once
 await $WPID
 check "(h) a learned-reward experiment succeeds, its model an artifact" eval 'status_is $R succeeded && has_artifact $R model.safetensors'
+check "(h) its final progress counts its steps" [ "$(field $R "(j['progress']['iteration'], j['progress']['total'])")" = "(20, 20)" ]
 check "(h) its metrics are keyed by step, evaluations by degradation among them" [ "$(api GET "/api/v1/experiments/$R/metrics?keys=loss,eval_accuracy,eval_accuracy_by.noise"; jget "(j['series']['loss']['iteration'], j['series']['eval_accuracy']['iteration'], j['series']['eval_accuracy_by.noise']['iteration'])")" = "([5, 10, 15, 20], [10, 20], [10, 20])" ]
 api POST /api/v1/experiments "{\"config\": $(config 4 | sed 's#"model": "[^"]*"#"model": "/nonexistent/m.safetensors"#')}"
 F=$(jget "j['id']")
